@@ -1,0 +1,24 @@
+# Entry points; each creates the virtual environment when it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: demo test bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed   ## run every job DAG end to end on embedded (or configured) servers
+	$(PY) -m scripts.demo
+
+test: $(VENV)/.installed   ## unit, integration, DAG and end-to-end tests on real PostgreSQL and Redis
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf .run

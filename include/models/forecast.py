@@ -1,0 +1,566 @@
+"""Weekly demand forecasts per product, vectorised across the products x weeks panel.
+
+Models run as numpy recursions over all series at once (one pass per parameter
+setting); each pass records its forecast at every backtest cutoff, so the
+rolling-origin backtest that picks a model per product costs no extra fits.
+
+Input policy: missing weeks and NaN quantities count as zero demand; negative
+weekly quantities (net returns) are clipped to zero. Infinite values are not
+repaired: that product ends with status 'error' and the batch goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SEASON = 52
+WEEK = pd.Timedelta(days=7)
+PREDICTION_COLUMNS = [
+    "product_id", "week_start", "week_end", "predicted_quantity",
+    "confidence_lower", "confidence_upper", "active_customers",
+]
+PRODUCT_COLUMNS = [
+    "product_id", "status", "model_type", "forecast_accuracy_estimate",
+    "historical_weeks", "error",
+]
+# models whose forecast is a flat level; the pooled trend multiplies these
+FLAT_MODELS = ("baseline", "ses", "croston_sba", "tsb")
+MODELS = ("baseline", "ses", "croston_sba", "tsb", "holt_damped", "holt_winters")
+
+
+@dataclass
+class WeeklyPanel:
+    """Products x complete Monday-weeks matrices of demand and distinct customers."""
+
+    product_ids: np.ndarray
+    week_starts: pd.DatetimeIndex
+    quantity: np.ndarray
+    customers: np.ndarray
+    categories: np.ndarray | None = None
+
+
+@dataclass
+class ForecastResult:
+    """Horizon rows per successful product plus one status row per product."""
+
+    predictions: pd.DataFrame
+    products: pd.DataFrame
+
+
+# ---------------------------------------------------------------- panel
+
+
+def last_complete_week_start(as_of) -> pd.Timestamp:
+    """Monday of the last Monday-Sunday week that ends on or before as_of's date."""
+    day = pd.Timestamp(as_of).normalize()
+    return day - pd.Timedelta(days=(day.weekday() + 1) % 7 + 6)
+
+
+def _monday(ts) -> pd.Timestamp:
+    day = pd.Timestamp(ts).normalize()
+    return day - pd.Timedelta(days=day.weekday())
+
+
+def weekly_panel(orders: pd.DataFrame, as_of, start=None,
+                 products: pd.DataFrame | None = None) -> WeeklyPanel:
+    """Aggregate order lines to the weekly panel (complete weeks up to as_of only).
+
+    Products appear if they have any order line in the window; catalogue products
+    without orders are left out because there is nothing to forecast from.
+    """
+    missing = {"customer_id", "product_id", "order_date", "quantity"} - set(orders.columns)
+    if missing:
+        raise ValueError(f"orders lacks columns {sorted(missing)}; pass the orders contract frame")
+    last = last_complete_week_start(as_of)
+    dates = pd.to_datetime(orders["order_date"])
+    keep = dates < last + WEEK
+    if start is not None:
+        keep &= dates >= _monday(start)
+    frame = orders.loc[keep, ["product_id", "customer_id", "quantity"]].copy()
+    day = dates[keep].dt.normalize()
+    frame["week_start"] = day - pd.to_timedelta(day.dt.dayofweek, unit="D")
+    weekly = (frame.groupby(["product_id", "week_start"], sort=False)
+              .agg(quantity=("quantity", lambda q: q.sum(min_count=1)),
+                   customers=("customer_id", "nunique"))
+              .reset_index())
+    categories = None
+    if products is not None and "category" in products.columns:
+        categories = products.drop_duplicates("product_id").set_index("product_id")["category"]
+    return panel_from_weekly(weekly, as_of, start=start, categories=categories)
+
+
+def panel_from_weekly(weekly: pd.DataFrame, as_of, start=None,
+                      categories: pd.Series | None = None) -> WeeklyPanel:
+    """Pivot one-row-per-product-week sales into the dense panel.
+
+    Missing product-weeks become zero; weeks after the last complete week before
+    as_of are dropped so a partial current week never looks like a demand drop.
+    """
+    missing = {"product_id", "week_start", "quantity", "customers"} - set(weekly.columns)
+    if missing:
+        raise ValueError(f"weekly lacks columns {sorted(missing)}; expected product_id, "
+                         "week_start, quantity, customers")
+    last = last_complete_week_start(as_of)
+    ws = pd.to_datetime(weekly["week_start"]).dt.normalize()
+    if (ws.dt.dayofweek != 0).any():
+        raise ValueError("week_start must be Mondays; truncate dates to the ISO week start")
+    first = _monday(start) if start is not None else (ws.min() if len(ws) else last)
+    keep = ((ws >= first) & (ws <= last)).to_numpy()
+    if first > last:
+        raise ValueError(f"start {first.date()} is after the last complete week {last.date()}")
+    week_starts = pd.date_range(first, last, freq="7D")
+    pids, rows = np.unique(weekly["product_id"].to_numpy(dtype=np.int64)[keep], return_inverse=True)
+    cols = ((ws[keep] - first) // WEEK).to_numpy(dtype=np.int64)
+    shape = (len(pids), len(week_starts))
+    quantity, customers = np.zeros(shape), np.zeros(shape)
+    np.add.at(quantity, (rows, cols), weekly["quantity"].to_numpy(dtype=float)[keep])
+    np.add.at(customers, (rows, cols), weekly["customers"].to_numpy(dtype=float)[keep])
+    cats = None
+    if categories is not None:
+        cats = categories.reindex(pids).fillna("unknown").astype(str).to_numpy()
+    return WeeklyPanel(pids, week_starts, quantity, customers, cats)
+
+
+# ---------------------------------------------------------------- models
+# Each model takes Y (n, T) cleaned, first (n,) index of first sale, cutoffs (sorted,
+# each in 1..T) and h; returns forecasts (n_cut, n, h) made from Y[:, :cutoff].
+
+
+def _first_sale(y: np.ndarray) -> np.ndarray:
+    pos = y > 0
+    return np.where(pos.any(axis=1), pos.argmax(axis=1), y.shape[1])
+
+
+def _best_by_cumulative_error(fc_by_param, err_by_param):
+    """Pick per row and cutoff the parameter with the smallest in-sample one-step error."""
+    fc = np.stack(fc_by_param)          # (k, n_cut, n, h)
+    err = np.stack(err_by_param)        # (k, n_cut, n)
+    pick = err.argmin(axis=0)           # (n_cut, n)
+    return np.take_along_axis(fc, pick[None, :, :, None], axis=0)[0]
+
+
+def _smooth(y, first, cutoffs, h, alpha, trend=0.0, phi=1.0):
+    """SES (trend=0) or damped Holt; returns forecasts and cumulative one-step abs error."""
+    n, T = y.shape
+    level = np.zeros(n)
+    slope = np.zeros(n)
+    cum = np.zeros(n)
+    steps = np.cumsum(phi ** np.arange(1, h + 1))
+    fcs, errs = [], []
+    want = set(cutoffs)
+    for t in range(T):
+        yt = y[:, t]
+        started = t > first
+        pred = level + phi * slope
+        cum += np.where(started, np.abs(yt - pred), 0.0)
+        new_level = alpha * yt + (1 - alpha) * pred
+        slope = np.where(started, trend * (new_level - level) + (1 - trend) * phi * slope, 0.0)
+        level = np.where(started, new_level, np.where(t == first, yt, level))
+        if t + 1 in want:
+            fcs.append(np.maximum(level[:, None] + slope[:, None] * steps[None, :], 0.0))
+            errs.append(cum.copy())
+    return np.stack(fcs), np.stack(errs)
+
+
+def _ses(y, first, cutoffs, h, alphas=(0.05, 0.1, 0.2, 0.35, 0.6)):
+    runs = [_smooth(y, first, cutoffs, h, a) for a in alphas]
+    return _best_by_cumulative_error([r[0] for r in runs], [r[1] for r in runs])
+
+
+def _holt_damped(y, first, cutoffs, h, grid=((0.1, 0.05, 0.9), (0.3, 0.1, 0.85), (0.2, 0.2, 0.8))):
+    runs = [_smooth(y, first, cutoffs, h, a, b, p) for a, b, p in grid]
+    return _best_by_cumulative_error([r[0] for r in runs], [r[1] for r in runs])
+
+
+def _intermittent(y, first, cutoffs, h, alpha, beta=None):
+    """Croston with SBA debiasing (beta None) or TSB (beta = probability smoothing)."""
+    n, T = y.shape
+    size = np.zeros(n)
+    interval = np.ones(n)
+    prob = np.full(n, 0.5)
+    since = np.ones(n)
+    fcs = []
+    want = set(cutoffs)
+    for t in range(T):
+        yt = y[:, t]
+        pos = yt > 0
+        started = t > first
+        hit = pos & started
+        size = np.where(hit, size + alpha * (yt - size), np.where(t == first, yt, size))
+        interval = np.where(hit, interval + alpha * (since - interval), interval)
+        if beta is not None:
+            prob = np.where(started, prob + beta * (pos - prob), prob)
+        since = np.where(pos, 1.0, since + 1.0)
+        if t + 1 in want:
+            if beta is None:
+                f = (1 - alpha / 2) * size / np.maximum(interval, 1.0)
+            else:
+                f = prob * size
+            fcs.append(np.repeat(f[:, None], h, axis=1))
+    return np.stack(fcs)
+
+
+def _croston_sba(y, first, cutoffs, h):
+    return 0.5 * (_intermittent(y, first, cutoffs, h, 0.1) + _intermittent(y, first, cutoffs, h, 0.2))
+
+
+def _tsb(y, first, cutoffs, h):
+    return 0.5 * (_intermittent(y, first, cutoffs, h, 0.1, 0.05)
+                  + _intermittent(y, first, cutoffs, h, 0.2, 0.1))
+
+
+def _baseline(y, first, cutoffs, h, window=8):
+    """Mean of the last `window` weeks without the single largest week (one-off bulk orders)."""
+    n, T = y.shape
+    fcs = []
+    for c in cutoffs:
+        lo = max(c - window, 0)
+        block = y[:, lo:c]
+        count = np.clip(c - np.maximum(first, lo), 1, None).astype(float)
+        total = block.sum(axis=1)
+        top = block.max(axis=1) if block.shape[1] else np.zeros(n)
+        trimmed = np.where(count > 2, (total - top) / np.maximum(count - 1, 1), total / count)
+        fcs.append(np.repeat(trimmed[:, None], h, axis=1))
+    return np.stack(fcs)
+
+
+def _holt_winters(y, first, cutoffs, h, alpha=0.15, beta=0.02, gamma=0.15, phi=0.9):
+    """Additive damped Holt-Winters; rows without two seasons before a cutoff get NaN."""
+    n, T = y.shape
+    rows = np.arange(n)
+    begin = first + SEASON
+    idx = np.clip(first[:, None] + np.arange(SEASON)[None, :], 0, T - 1)
+    init = y[rows[:, None], idx]
+    level = init.mean(axis=1)
+    season = init - level[:, None]
+    slope = np.zeros(n)
+    steps = np.cumsum(phi ** np.arange(1, h + 1))
+    fcs = []
+    want = set(cutoffs)
+    for t in range(T):
+        run = t >= begin
+        pos = (t - first) % SEASON
+        s = season[rows, pos]
+        yt = y[:, t]
+        new_level = alpha * (yt - s) + (1 - alpha) * (level + phi * slope)
+        new_slope = beta * (new_level - level) + (1 - beta) * phi * slope
+        season[rows, pos] = np.where(run, gamma * (yt - new_level) + (1 - gamma) * s, s)
+        level = np.where(run, new_level, level)
+        slope = np.where(run, new_slope, slope)
+        if t + 1 in want:
+            ahead = (t + 1 - first[:, None] + np.arange(h)[None, :]) % SEASON
+            f = level[:, None] + slope[:, None] * steps[None, :] + season[rows[:, None], ahead]
+            ok = (t + 1 - first) >= 2 * SEASON
+            fcs.append(np.where(ok[:, None], np.maximum(f, 0.0), np.nan))
+    return np.stack(fcs)
+
+
+_MODEL_FUNCS = {
+    "baseline": _baseline, "ses": _ses, "croston_sba": _croston_sba,
+    "tsb": _tsb, "holt_damped": _holt_damped, "holt_winters": _holt_winters,
+}
+
+
+# ---------------------------------------------------------------- pooled signals
+
+
+def _pooled_factor(agg, cutoffs, h, season_share):
+    """Multiplier (n_pool, n_cut, h) taking a flat level to the pool's trend/season path.
+
+    One product's few weeks cannot show a ramp into a seasonal peak; the pool's
+    total can. The factor is the pool total's damped-trend (and, with two years,
+    seasonal) forecast over its recent level.
+    """
+    first = _first_sale(agg)
+    trend, _ = _smooth(agg, first, cutoffs, h, 0.3, 0.1, 0.9)
+    level, _ = _smooth(agg, first, cutoffs, h, 0.3)
+    path = trend
+    if agg.shape[1] >= 2 * SEASON + 1:
+        hw = _holt_winters(agg, first, cutoffs, h)
+        path = np.where(np.isfinite(hw), season_share * hw + (1 - season_share) * trend, trend)
+    factor = path / np.maximum(level, 1e-9)
+    return np.clip(np.where(level > 0, factor, 1.0), 0.5, 2.0)
+
+
+# ---------------------------------------------------------------- engine
+
+
+class ForecastEngine:
+    """Per-product weekly forecasts with intervals, chosen by rolling-origin backtest.
+
+    Shapes decide the candidate set (intermittent: Croston/SBA/TSB; long regular
+    series: Holt-Winters; short or flat: robust baseline); the product's own
+    backtest picks among them. Pooled totals add the trend a single short series
+    cannot show, and pooled backtest errors calibrate the intervals.
+    """
+
+    def __init__(self, horizon: int = 12, interval_level: float = 0.8,
+                 min_history_weeks: int = 4, short_history_weeks: int = 26,
+                 backtest_origins: int = 3, backtest_step: int = 4,
+                 intermittent_adi: float = 1.32, min_pool_products: int = 30,
+                 pooled_strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
+                 season_share: float = 0.7, customer_window: int = 13):
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1 week, got {horizon}")
+        if not 0 < interval_level < 1:
+            raise ValueError(f"interval_level must be in (0, 1), got {interval_level}")
+        if min_history_weeks < 2:
+            raise ValueError(f"min_history_weeks must be >= 2, got {min_history_weeks}")
+        self.horizon = horizon
+        self.interval_level = interval_level
+        self.min_history_weeks = min_history_weeks
+        self.short_history_weeks = short_history_weeks
+        self.backtest_origins = backtest_origins
+        self.backtest_step = backtest_step
+        self.intermittent_adi = intermittent_adi
+        self.min_pool_products = min_pool_products
+        self.pooled_strengths = tuple(pooled_strengths)
+        self.season_share = season_share
+        self.customer_window = customer_window
+
+    # -- orchestration
+
+    def forecast(self, panel: WeeklyPanel) -> ForecastResult:
+        """Forecast every product of the panel; per-product failures become status rows."""
+        raw = np.asarray(panel.quantity, dtype=float)
+        n, T = raw.shape
+        if len(panel.product_ids) != n or len(panel.week_starts) != T:
+            raise ValueError("panel shapes disagree: quantity must be products x weeks")
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            y = np.clip(np.nan_to_num(raw, nan=0.0, posinf=np.inf, neginf=0.0), 0.0, None)
+            cust = np.clip(np.nan_to_num(np.asarray(panel.customers, dtype=float),
+                                         nan=0.0, posinf=np.inf, neginf=0.0), 0.0, None)
+            broken = ~np.isfinite(y).all(axis=1) | ~np.isfinite(cust).all(axis=1)
+            y[broken] = 0.0  # kept out of pools; reported as errors below
+            cust[broken] = 0.0
+            out = self._forecast_matrix(y, cust, panel.categories)
+        return self._assemble(panel, out, broken, raw)
+
+    def _forecast_matrix(self, y, cust, categories):
+        n, T = y.shape
+        h = self.horizon
+        first = _first_sale(y)
+        hist = T - first
+        cutoffs = sorted({T - k * self.backtest_step for k in range(1, self.backtest_origins + 1)
+                          if T - k * self.backtest_step > self.min_history_weeks} | {T})
+        fcs = self._run_models(y, first, cutoffs, h)          # (m, n_cut, n, h)
+        eligible = self._eligible(y, first, hist)            # (m, n)
+        pools = self._pools(categories, n)
+        factor = self._pool_factors(y, pools, cutoffs, h)    # (n_pool, n_cut, h)
+
+        back = cutoffs[:-1]
+        # actual windows per backtest cutoff; weeks past T are masked
+        act = np.zeros((len(back), n, h))
+        seen = np.zeros((len(back), h), dtype=bool)
+        for k, c in enumerate(back):
+            w = min(h, T - c)
+            act[k, :, :w] = y[:, c:c + w]
+            seen[k, :w] = True
+        valid = np.array([(c - first) >= self.min_history_weeks for c in back])  # (n_back, n)
+        flat = np.array([m in FLAT_MODELS for m in MODELS])
+
+        def adjusted(strength):
+            f = factor[pools] if len(pools) else factor  # (n, n_cut, h)
+            mult = np.moveaxis(f, 0, 1) ** strength      # (n_cut, n, h)
+            return np.where(flat[:, None, None, None], fcs * mult[None], fcs)
+
+        best = None
+        for strength in self.pooled_strengths:
+            cand = adjusted(strength)
+            err = self._backtest_errors(cand[:, :len(back)], act, seen, valid, eligible)
+            pick, model_err = self._select(err, eligible)
+            total = model_err[np.isfinite(model_err)].sum()
+            if best is None or total < best[0] - 1e-9:
+                best = (total, strength, cand, pick)
+        _, strength, cand, pick = best
+        rows = np.arange(n)
+        chosen = cand[pick, :, rows]                         # (n, n_cut, h)
+        final = chosen[:, -1]
+        abs_err = np.abs(act - np.moveaxis(chosen[:, :len(back)], 0, 1)) * seen[:, None, :]
+        mask = valid[:, :, None] & seen[:, None, :]
+        denom = (act * mask).sum(axis=(0, 2))
+        wape = np.where(denom > 0, (abs_err * mask).sum(axis=(0, 2)) / np.maximum(denom, 1e-12), np.nan)
+        accuracy = np.clip(1.0 - wape, 0.0, 1.0)
+        lower, upper = self._intervals(y, first, back, act, seen, valid, chosen, final, hist)
+        customers = self._customers(y, cust, final)
+        return dict(first=first, hist=hist, pick=pick, final=final, lower=lower, upper=upper,
+                    customers=customers, accuracy=accuracy, strength=strength)
+
+    def _run_models(self, y, first, cutoffs, h):
+        out = np.full((len(MODELS), len(cutoffs), y.shape[0], h), np.nan)
+        long_rows = np.flatnonzero((y.shape[1] - first) >= 2 * SEASON)
+        for m, name in enumerate(MODELS):
+            if name == "holt_winters":
+                if len(long_rows):
+                    out[m][:, long_rows] = _holt_winters(y[long_rows], first[long_rows], cutoffs, h)
+            else:
+                out[m] = _MODEL_FUNCS[name](y, first, cutoffs, h)
+        return out
+
+    def _eligible(self, y, first, hist):
+        """Candidate models per product from the series' shape (ADI, length, flatness)."""
+        n, T = y.shape
+        nonzero = (y > 0).sum(axis=1)
+        adi = hist / np.maximum(nonzero, 1)
+        recent = y[:, max(T - self.short_history_weeks, 0):]
+        flat_series = recent.std(axis=1) < 1e-9
+        short = hist < self.short_history_weeks
+        intermittent = (adi > self.intermittent_adi) & ~short & ~flat_series
+        regular = ~intermittent & ~short & ~flat_series
+        long = hist >= 2 * SEASON
+        e = {name: np.zeros(n, dtype=bool) for name in MODELS}
+        e["baseline"][:] = True
+        e["ses"] |= short | regular
+        e["croston_sba"] |= intermittent
+        e["tsb"] |= intermittent
+        e["holt_damped"] |= regular
+        e["holt_winters"] |= regular & long
+        return np.stack([e[name] for name in MODELS])
+
+    def _pools(self, categories, n):
+        """Row -> pool index; categories with too few products share the global pool."""
+        if categories is None:
+            return np.zeros(n, dtype=np.int64)
+        cats = np.asarray(categories).astype(str)
+        names, inv, counts = np.unique(cats, return_inverse=True, return_counts=True)
+        big = (counts >= self.min_pool_products) & (names != "unknown")
+        if big.sum() < 2:
+            return np.zeros(n, dtype=np.int64)
+        remap = np.where(big, np.cumsum(big), 0)
+        return remap[inv]
+
+    def _pool_factors(self, y, pools, cutoffs, h):
+        n_pool = int(pools.max()) + 1 if len(pools) else 1
+        agg = np.zeros((n_pool, y.shape[1]))
+        np.add.at(agg, pools, y)
+        agg[0] = y.sum(axis=0)  # pool 0 is the whole panel
+        return _pooled_factor(agg, cutoffs, h, self.season_share)
+
+    @staticmethod
+    def _backtest_errors(cand, act, seen, valid, eligible):
+        """Absolute error per model and product over the valid backtest windows."""
+        diff = np.abs(cand - act[None]) * seen[None, :, None, :]
+        per_cut = np.nan_to_num(diff.sum(axis=3), nan=np.inf)      # (m, n_back, n)
+        err = (per_cut * valid[None]).sum(axis=1)
+        err = np.where(np.isnan(err), np.inf, err)
+        return np.where(eligible, err, np.inf)
+
+    @staticmethod
+    def _select(err, eligible):
+        """Lowest backtest error wins; rows without a usable backtest keep a shape default."""
+        pick = err.argmin(axis=0)
+        best = err.min(axis=0)
+        no_backtest = ~np.isfinite(best) | (err == 0).all(axis=0)
+        default = np.where(eligible[MODELS.index("croston_sba")], MODELS.index("croston_sba"),
+                           np.where(eligible[MODELS.index("ses")], MODELS.index("ses"), 0))
+        pick = np.where(no_backtest, default, pick)
+        return pick, np.where(np.isfinite(best), best, np.nan)
+
+    def _intervals(self, y, first, back, act, seen, valid, chosen, final, hist):
+        """Bounds from pooled backtest errors scaled by each product's naive MAE.
+
+        Split-conformal style: standardised errors of the chosen model across all
+        products give the quantiles, so sparse series borrow calibration from the panel.
+        """
+        n, T = y.shape
+        h = self.horizon
+        lo_q, hi_q = (1 - self.interval_level) / 2, (1 + self.interval_level) / 2
+        scale_now = self._scale(y, first, T)
+        if back:
+            scales = np.stack([self._scale(y, first, c) for c in back])        # (n_back, n)
+            z = (act - np.moveaxis(chosen[:, :len(back)], 0, 1)) / np.maximum(scales, 1e-9)[:, :, None]
+            usable = valid[:, :, None] & seen[:, None, :] & (scales > 0)[:, :, None]
+            z = np.where(usable, z, np.nan).transpose(2, 0, 1).reshape(h, -1)  # per step
+        else:
+            z = np.full((h, 0), np.nan)
+        enough = (np.isfinite(z).sum(axis=1) >= 30)
+        qlo = np.full(h, -1.28 * (self.interval_level / 0.8))
+        qhi = -qlo
+        if enough.any():
+            with np.errstate(all="ignore"):
+                qlo[enough] = np.nanquantile(z[enough], lo_q, axis=1)
+                qhi[enough] = np.nanquantile(z[enough], hi_q, axis=1)
+            # steps without backtest errors reuse the widest calibrated step
+            qlo[~enough] = qlo[enough].min()
+            qhi[~enough] = qhi[enough].max()
+        qlo = np.minimum(np.minimum.accumulate(qlo), 0.0)
+        qhi = np.maximum(np.maximum.accumulate(qhi), 0.0)
+        s = scale_now[:, None]
+        lower = np.clip(final + qlo[None] * s, 0.0, final)
+        upper = np.maximum(final + qhi[None] * s, final)
+        return lower, upper
+
+    @staticmethod
+    def _scale(y, first, c):
+        """Mean absolute one-week change since first sale, before cutoff c (MASE scale)."""
+        d = np.abs(np.diff(y[:, :c], axis=1))
+        after = np.arange(1, c)[None, :] > first[:, None]
+        cnt = after.sum(axis=1)
+        mae = (d * after).sum(axis=1) / np.maximum(cnt, 1)
+        level = (y[:, :c] * (np.arange(c)[None, :] >= first[:, None])).sum(axis=1) / np.maximum(c - first, 1)
+        return np.where(mae > 0, mae, level)
+
+    def _customers(self, y, cust, final):
+        """Active customers follow the quantity forecast at the recent customers-per-unit rate."""
+        w = self.customer_window
+        qs = y[:, -w:].sum(axis=1)
+        cs = cust[:, -w:].sum(axis=1)
+        rate = np.where(qs > 0, cs / np.maximum(qs, 1e-12), 0.0)
+        return final * rate[:, None]
+
+    # -- output
+
+    def _assemble(self, panel, out, broken, raw):
+        pids = np.asarray(panel.product_ids, dtype=np.int64)
+        n = len(pids)
+        h = self.horizon
+        hist = out["hist"]
+        status = np.full(n, "success", dtype=object)
+        errors = np.full(n, None, dtype=object)
+        model = np.array(MODELS, dtype=object)[out["pick"]]
+        accuracy = out["accuracy"].astype(float)
+        no_fc = hist < self.min_history_weeks
+        status[no_fc] = "no_forecast"
+        for i in np.flatnonzero(no_fc):
+            errors[i] = ("no positive demand in the panel" if hist[i] == 0 else
+                         f"only {hist[i]} weeks since first sale; need {self.min_history_weeks}")
+        for i in np.flatnonzero(broken | ~np.isfinite(out["final"]).all(axis=1)
+                                | ~np.isfinite(out["upper"]).all(axis=1)):
+            try:
+                _check_finite(pids[i], raw[i], out["final"][i], out["upper"][i])
+            except ValueError as exc:
+                status[i], errors[i] = "error", str(exc)
+        failed = status != "success"
+        model = np.where(failed, None, model)
+        accuracy[failed] = np.nan
+        products = pd.DataFrame({
+            "product_id": pids, "status": status, "model_type": model,
+            "forecast_accuracy_estimate": accuracy, "historical_weeks": hist.astype(np.int64),
+            "error": errors,
+        })
+        ok = np.flatnonzero(~failed)
+        starts = panel.week_starts[-1] + WEEK * np.arange(1, h + 1) if len(panel.week_starts) else \
+            pd.DatetimeIndex([])
+        week_start = np.tile(np.asarray(starts, dtype="datetime64[ns]"), len(ok))
+        predictions = pd.DataFrame({
+            "product_id": np.repeat(pids[ok], h),
+            "week_start": week_start,
+            "week_end": week_start + np.timedelta64(6, "D"),
+            "predicted_quantity": out["final"][ok].ravel(),
+            "confidence_lower": out["lower"][ok].ravel(),
+            "confidence_upper": out["upper"][ok].ravel(),
+            "active_customers": out["customers"][ok].ravel(),
+        }, columns=PREDICTION_COLUMNS)
+        return ForecastResult(predictions, products)
+
+
+def _check_finite(product_id, raw_row, pred, upper):
+    if not np.isfinite(np.nan_to_num(raw_row, nan=0.0)).all():
+        raise ValueError(f"product {product_id}: weekly quantity has infinite values; "
+                         "fix the source rows (NaN is treated as 0, inf is not)")
+    if not (np.isfinite(pred).all() and np.isfinite(upper).all()):
+        raise ValueError(f"product {product_id}: model produced non-finite forecasts; "
+                         "inspect its weekly series")

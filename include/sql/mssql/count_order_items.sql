@@ -1,0 +1,1 @@
+SELECT count(*) AS order_items FROM [OrderItem]

@@ -1,0 +1,55 @@
+-- The order database the seeds read: clients, agreements, orders, order lines, products, events.
+IF OBJECT_ID(N'dbo.Client', N'U') IS NULL
+CREATE TABLE dbo.Client (
+    ID        bigint PRIMARY KEY,
+    Name      nvarchar(200) NOT NULL,
+    IsActive  bit NOT NULL DEFAULT 1,
+    IsBlocked bit NOT NULL DEFAULT 0,
+    Deleted   bit NOT NULL DEFAULT 0,
+    Created   datetime2 NOT NULL,
+    gender    nvarchar(1),
+    age_group nvarchar(8),
+    geo_id    int
+);
+IF OBJECT_ID(N'dbo.ClientAgreement', N'U') IS NULL
+CREATE TABLE dbo.ClientAgreement (
+    ID       bigint PRIMARY KEY,
+    ClientID bigint NOT NULL REFERENCES dbo.Client (ID)
+);
+IF OBJECT_ID(N'dbo.Product', N'U') IS NULL
+CREATE TABLE dbo.Product (
+    ID               bigint PRIMARY KEY,
+    Name             nvarchar(400) NOT NULL,
+    Category         nvarchar(100),
+    Brand            nvarchar(100),
+    Price            float,
+    Description      nvarchar(max),
+    Created          datetime2 NOT NULL,
+    popularity_score float NOT NULL DEFAULT 0
+);
+IF OBJECT_ID(N'dbo.[Order]', N'U') IS NULL
+CREATE TABLE dbo.[Order] (
+    ID                bigint PRIMARY KEY,
+    ClientAgreementID bigint NOT NULL REFERENCES dbo.ClientAgreement (ID),
+    Created           datetime2 NOT NULL,
+    INDEX ix_order_created (Created)
+);
+IF OBJECT_ID(N'dbo.OrderItem', N'U') IS NULL
+CREATE TABLE dbo.OrderItem (
+    ID        bigint PRIMARY KEY,
+    OrderID   bigint NOT NULL REFERENCES dbo.[Order] (ID),
+    ProductID bigint,
+    Quantity  float NOT NULL,
+    Price     float,
+    INDEX ix_orderitem_order (OrderID),
+    INDEX ix_orderitem_product (ProductID)
+);
+IF OBJECT_ID(N'dbo.events', N'U') IS NULL
+CREATE TABLE dbo.events (
+    id         bigint IDENTITY PRIMARY KEY,
+    user_id    bigint NOT NULL,
+    product_id bigint NOT NULL,
+    event_type nvarchar(16) NOT NULL CHECK (event_type IN ('view', 'add_to_cart', 'purchase')),
+    ts         datetime2 NOT NULL,
+    INDEX ix_events_ts (ts)
+);

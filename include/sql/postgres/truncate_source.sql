@@ -1,0 +1,1 @@
+TRUNCATE TABLE "OrderItem", "Order", "ClientAgreement", "Client", "Product", events RESTART IDENTITY CASCADE

@@ -1,0 +1,99 @@
+"""Real services for the tests: PostgreSQL and Redis, and an Airflow home with a metadata DB.
+
+Services come from NIGHTSHIFT_PG_URL / NIGHTSHIFT_REDIS_URL, else the local ones on
+5432/6379, else embedded servers started here. On a shared server the tests use a database
+and a Redis db of their own, so they never touch anyone's data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_RUN_DIR = Path(tempfile.mkdtemp(prefix="nightshift-tests-"))
+# Airflow reads its home and config on first import: set them before anything imports it.
+os.environ["AIRFLOW_HOME"] = str(_RUN_DIR / "airflow")
+os.environ.update({
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "ARTIFACT_ROOT": (_RUN_DIR / "artifacts").as_uri(),
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+})
+
+import pytest  # noqa: E402
+
+from include.runtime.services import LOCAL_POSTGRES_URL, resolve  # noqa: E402
+
+TEST_DATABASE = "nightshift_test"
+TEST_REDIS_DB = 15
+
+
+def _own_database(url: str) -> str:
+    """A fresh database beside the one in `url`, so tests never touch the server's data."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEST_DATABASE}")
+    return url.rsplit("/", 1)[0] + "/" + TEST_DATABASE
+
+
+@pytest.fixture(scope="session")
+def services():
+    found = resolve(_RUN_DIR / "services", use_local=True)
+    found.postgres_url = _own_database(found.postgres_url)
+    found.redis_url = found.redis_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
+    os.environ.update(found.airflow_env())
+    print(f"\ntest services: postgres={found.origin['postgres']} redis={found.origin['redis']}")
+    yield found
+    found.stop()
+
+
+@pytest.fixture(scope="session")
+def database(services):
+    from include.runtime.database import Database
+    from include.runtime.schema import migrate
+
+    db = Database("source_db")
+    migrate(db)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def redis_client(services):
+    import redis
+
+    client = redis.from_url(services.redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_home(services):
+    """A migrated metadata database in a temporary AIRFLOW_HOME."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy(), cwd=ROOT)
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+def run_dag(dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> subprocess.CompletedProcess:
+    """`airflow dags test` in a subprocess, as a user would run it; output kept for asserts."""
+    cmd = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
+    if logical_date:
+        cmd.append(logical_date)
+    if conf is not None:
+        cmd += ["--conf", json.dumps(conf)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), cwd=ROOT, timeout=900)
+
+
+@pytest.fixture
+def dag_runner(airflow_home, database):
+    return run_dag

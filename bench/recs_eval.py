@@ -94,22 +94,22 @@ def run_recommender(train, products, customers, cutoff, params, factors=None):
 
 
 RECOMMENDER_GRID = {
-    "half_life_days": [30.0, 60.0, 120.0],
-    "due_weight": [0.0, 0.3],
-    "neighbours": [100],
-    "similarity_alpha": [0.5, 0.8],
-    "collab": [0.2, 0.35, 0.5],  # collaborative share of the repeat+collaborative weight
+    "half_life_days": [60.0, 120.0, 365.0],
+    "collab": [0.1, 0.2, 0.3],  # collaborative share of the repeat + collaborative weight
+    "momentum_power": [0.3, 0.6, 1.0],
 }
+# similar and discovery weights per segment (fixed: they matter for the explore part of recall)
+SIDE_WEIGHTS = {"loyal": (0.02, 0.02), "occasional": (0.03, 0.03), "dormant": (0.05, 0.05),
+                "new": (0.10, 0.10)}
 
 
-def recommender_params(half_life_days, due_weight, neighbours, similarity_alpha, collab, horizon_days):
+def recommender_params(half_life_days, collab, momentum_power, horizon_days):
     seg = {}
-    for name, (rep, col, sim, disc) in {"loyal": (1, 1, 0.03, 0.03), "occasional": (1, 1, 0.05, 0.05),
-                                        "dormant": (1, 1, 0.1, 0.1), "new": (1, 1, 0.15, 0.25)}.items():
+    for name, (sim, disc) in SIDE_WEIGHTS.items():
         core = 1.0 - sim - disc
         seg[name] = (core * (1 - collab), core * collab, sim, disc)
-    return {"half_life_days": half_life_days, "due_weight": due_weight, "neighbours": neighbours,
-            "similarity_alpha": similarity_alpha, "segment_weights": seg, "horizon_days": horizon_days}
+    return {"half_life_days": half_life_days, "momentum_power": momentum_power,
+            "segment_weights": seg, "horizon_days": horizon_days}
 
 
 def items_of(products, cutoff):

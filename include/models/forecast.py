@@ -11,7 +11,7 @@ repaired: that product ends with status 'error' and the batch goes on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,7 @@ class ForecastResult:
 
     predictions: pd.DataFrame
     products: pd.DataFrame
+    diagnostics: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- panel
@@ -213,7 +214,10 @@ def _tsb(y, first, cutoffs, h):
 
 
 def _baseline(y, first, cutoffs, h, window=8):
-    """Mean of the last `window` weeks without the single largest week (one-off bulk orders)."""
+    """Mean of the last `window` weeks with the largest week capped at the second largest.
+
+    One bulk order should not set the level for the next quarter.
+    """
     n, T = y.shape
     fcs = []
     for c in cutoffs:
@@ -221,9 +225,9 @@ def _baseline(y, first, cutoffs, h, window=8):
         block = y[:, lo:c]
         count = np.clip(c - np.maximum(first, lo), 1, None).astype(float)
         total = block.sum(axis=1)
-        top = block.max(axis=1) if block.shape[1] else np.zeros(n)
-        trimmed = np.where(count > 2, (total - top) / np.maximum(count - 1, 1), total / count)
-        fcs.append(np.repeat(trimmed[:, None], h, axis=1))
+        top2 = np.sort(block, axis=1)[:, -2:] if block.shape[1] >= 2 else np.zeros((n, 2))
+        capped = total - top2[:, 1] + top2[:, 0]
+        fcs.append(np.repeat((capped / count)[:, None], h, axis=1))
     return np.stack(fcs)
 
 
@@ -282,7 +286,7 @@ def _pooled_factor(agg, cutoffs, h, season_share):
         hw = _holt_winters(agg, first, cutoffs, h)
         path = np.where(np.isfinite(hw), season_share * hw + (1 - season_share) * trend, trend)
     factor = path / np.maximum(level, 1e-9)
-    return np.clip(np.where(level > 0, factor, 1.0), 0.5, 2.0)
+    return np.moveaxis(np.clip(np.where(level > 0, factor, 1.0), 0.5, 2.0), 1, 0)
 
 
 # ---------------------------------------------------------------- engine
@@ -302,7 +306,8 @@ class ForecastEngine:
                  backtest_origins: int = 3, backtest_step: int = 4,
                  intermittent_adi: float = 1.32, min_pool_products: int = 30,
                  pooled_strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
-                 season_share: float = 0.7, customer_window: int = 13):
+                 season_share: float = 0.7, customer_window: int = 13,
+                 bias_weight: float = 1.0):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 week, got {horizon}")
         if not 0 < interval_level < 1:
@@ -320,6 +325,7 @@ class ForecastEngine:
         self.pooled_strengths = tuple(pooled_strengths)
         self.season_share = season_share
         self.customer_window = customer_window
+        self.bias_weight = bias_weight
 
     # -- orchestration
 
@@ -363,14 +369,15 @@ class ForecastEngine:
         flat = np.array([m in FLAT_MODELS for m in MODELS])
 
         def adjusted(strength):
-            f = factor[pools] if len(pools) else factor  # (n, n_cut, h)
+            f = factor[pools]                            # (n, n_cut, h)
             mult = np.moveaxis(f, 0, 1) ** strength      # (n_cut, n, h)
             return np.where(flat[:, None, None, None], fcs * mult[None], fcs)
 
         best = None
         for strength in self.pooled_strengths:
             cand = adjusted(strength)
-            err = self._backtest_errors(cand[:, :len(back)], act, seen, valid, eligible)
+            err = self._backtest_errors(cand[:, :len(back)], act, seen, valid, eligible,
+                                        self.bias_weight)
             pick, model_err = self._select(err, eligible)
             total = model_err[np.isfinite(model_err)].sum()
             if best is None or total < best[0] - 1e-9:
@@ -440,10 +447,13 @@ class ForecastEngine:
         return _pooled_factor(agg, cutoffs, h, self.season_share)
 
     @staticmethod
-    def _backtest_errors(cand, act, seen, valid, eligible):
+    def _backtest_errors(cand, act, seen, valid, eligible, bias_weight):
         """Absolute error per model and product over the valid backtest windows."""
         diff = np.abs(cand - act[None]) * seen[None, :, None, :]
-        per_cut = np.nan_to_num(diff.sum(axis=3), nan=np.inf)      # (m, n_back, n)
+        # absolute error plus absolute window bias: plain MAE rewards forecasting zero
+        # for intermittent series, the bias term keeps the level honest
+        bias = np.abs(((cand - act[None]) * seen[None, :, None, :]).sum(axis=3))
+        per_cut = np.nan_to_num(diff.sum(axis=3) + bias_weight * bias, nan=np.inf)  # (m, n_back, n)
         err = (per_cut * valid[None]).sum(axis=1)
         err = np.where(np.isnan(err), np.inf, err)
         return np.where(eligible, err, np.inf)
@@ -501,7 +511,7 @@ class ForecastEngine:
         cnt = after.sum(axis=1)
         mae = (d * after).sum(axis=1) / np.maximum(cnt, 1)
         level = (y[:, :c] * (np.arange(c)[None, :] >= first[:, None])).sum(axis=1) / np.maximum(c - first, 1)
-        return np.where(mae > 0, mae, level)
+        return np.maximum(mae, 0.05 * level)  # floor keeps a constant series' interval open
 
     def _customers(self, y, cust, final):
         """Active customers follow the quantity forecast at the recent customers-per-unit rate."""
@@ -554,11 +564,11 @@ class ForecastEngine:
             "confidence_upper": out["upper"][ok].ravel(),
             "active_customers": out["customers"][ok].ravel(),
         }, columns=PREDICTION_COLUMNS)
-        return ForecastResult(predictions, products)
+        return ForecastResult(predictions, products, {"pooled_strength": out["strength"]})
 
 
 def _check_finite(product_id, raw_row, pred, upper):
-    if not np.isfinite(np.nan_to_num(raw_row, nan=0.0)).all():
+    if np.isinf(raw_row).any():
         raise ValueError(f"product {product_id}: weekly quantity has infinite values; "
                          "fix the source rows (NaN is treated as 0, inf is not)")
     if not (np.isfinite(pred).all() and np.isfinite(upper).all()):

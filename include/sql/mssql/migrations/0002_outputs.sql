@@ -55,9 +55,10 @@ CREATE TABLE dbo.dead_letter (
     error       nvarchar(max) NOT NULL,
     stack_trace nvarchar(max),
     input       nvarchar(max),
-    created_at  datetime2 NOT NULL DEFAULT SYSUTCDATETIME(),
-    INDEX ix_dead_letter_created (created_at)
+    created_at  datetime2 NOT NULL DEFAULT SYSUTCDATETIME()
 );
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_dead_letter_created')
+CREATE INDEX ix_dead_letter_created ON dbo.dead_letter (created_at);
 IF OBJECT_ID(N'dbo.backfill_report', N'U') IS NULL
 CREATE TABLE dbo.backfill_report (
     id         bigint IDENTITY PRIMARY KEY,

@@ -1,0 +1,222 @@
+"""Forecast worker: 12-week demand forecasts for every forecastable product.
+
+plan -> process (one per shard) -> validate -> publish, as in DESIGN.md. Each shard reads its
+products' weekly history in one query, forecasts them all at once, and writes the forecast
+keys through pipelined SETs; failed products go to the dead-letter table. Publish writes
+`forecast:metadata:last_run` only after validation passed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from include.jobs.sharding import failure_rate, shard_plan, total
+from include.runtime import config, dead_letters, metrics
+from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
+from include.runtime.database import Database
+from include.runtime.progress import Progress, log_summary
+from include.runtime.redis_cache import RedisCache
+
+log = logging.getLogger(__name__)
+
+JOB = "forecast_worker"
+_NO_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ForecastRun:
+    """A run's settings: DAG params over Variables/environment over the seed's defaults."""
+
+    as_of: dt.date
+    start: dt.date
+    min_customers: int
+    min_orders: int
+    cache_ttl: int
+    shard_count: int
+    limit: int | None
+    dry_run: bool
+    horizon: int
+    max_failure_rate: float
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date) -> "ForecastRun":
+        """Resolve and check what JSON schema cannot: a real date that is not in the future."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raw = params.get("as_of_date")
+        try:
+            as_of = dt.date.fromisoformat(raw) if raw else run_date
+        except ValueError:
+            raise AirflowFailException(f"as_of_date must be a date YYYY-MM-DD, got {raw!r}") from None
+        if as_of > today:
+            raise AirflowFailException(f"as_of_date {as_of} is in the future (today is {today}); "
+                                       "forecasts can only be made from data that exists")
+
+        def pick(name: str, setting: str) -> int:
+            value = params.get(name)
+            return int(value) if value is not None else config.get_int(setting)
+
+        return cls(as_of=as_of, start=dt.date.fromisoformat(config.get("FORECAST_HISTORY_START")),
+                   min_customers=pick("min_customers", "FORECAST_MIN_CUSTOMERS"),
+                   min_orders=pick("min_orders", "FORECAST_MIN_ORDERS"),
+                   cache_ttl=pick("cache_ttl", "FORECAST_CACHE_TTL"),
+                   shard_count=pick("shard_count", "FORECAST_WORKERS"),
+                   limit=params.get("limit"), dry_run=bool(params.get("dry_run", False)),
+                   horizon=config.get_int("FORECAST_WEEKS"),
+                   max_failure_rate=config.get_float("FORECAST_MAX_FAILURE_RATE"))
+
+    def query_params(self, shard: int = 0, of: int = 1) -> dict[str, Any]:
+        return {"start": dt.datetime.combine(self.start, dt.time()),
+                "until": dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time()),
+                "min_customers": self.min_customers, "min_orders": self.min_orders,
+                "limit": self.limit or _NO_LIMIT, "shard": shard, "of": of}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ForecastRun":
+        return cls(**{**data, "as_of": dt.date.fromisoformat(data["as_of"]),
+                      "start": dt.date.fromisoformat(data["start"])})
+
+
+def plan(run: ForecastRun) -> list[dict[str, int]]:
+    """Count the forecastable products; one descriptor per shard."""
+    with Database(SOURCE_CONN_ID) as db:
+        products = len(db.frame("forecast_products", run.query_params()))
+    shards = shard_plan(products, run.shard_count)
+    log.info("as_of %s: %d forecastable products in %d shards", run.as_of, products, len(shards))
+    return shards
+
+
+def forecast_documents(result, as_of: dt.date, generated_at: str) -> list[tuple[int, str]]:
+    """(product_id, JSON) of every successful product, in the seed's forecast format."""
+    predictions = result.predictions.sort_values(["product_id", "week_start"])
+    meta = result.products.set_index("product_id")
+    documents = []
+    for product_id, weeks in predictions.groupby("product_id", sort=False):
+        info = meta.loc[product_id]
+        quantity = weeks["predicted_quantity"].to_numpy()
+        customers = weeks["active_customers"].to_numpy()
+        accuracy = info["forecast_accuracy_estimate"]
+        documents.append((int(product_id), json.dumps({
+            "product_id": int(product_id),
+            "as_of_date": as_of.isoformat(),
+            "forecast_weeks": len(weeks),
+            "predictions": [
+                {"week_start": ws.date().isoformat(), "week_end": we.date().isoformat(),
+                 "predicted_quantity": round(float(q), 2), "confidence_lower": round(float(lo), 2),
+                 "confidence_upper": round(float(hi), 2), "active_customers": int(round(c))}
+                for ws, we, q, lo, hi, c in zip(weeks["week_start"], weeks["week_end"], quantity,
+                                                weeks["confidence_lower"], weeks["confidence_upper"], customers)],
+            "summary": {"total_predicted_quantity": round(float(quantity.sum()), 2),
+                        "active_customers": int(round(customers.mean())),
+                        "avg_weekly_quantity": round(float(quantity.mean()), 2)},
+            "model_metadata": {"model_type": info["model_type"],
+                               "forecast_accuracy_estimate": None if accuracy != accuracy else round(float(accuracy), 4),
+                               "historical_weeks": int(info["historical_weeks"]),
+                               "generated_at": generated_at},
+        })))
+    return documents
+
+
+def process_shard(run: ForecastRun, shard: int, of: int, job_id: str, chunk_size: int = 2000) -> dict[str, Any]:
+    """Forecast one shard's products; write their keys and dead letters; small stats back."""
+    from include.models.forecast import ForecastEngine, panel_from_weekly
+
+    started = time.monotonic()
+    with Database(SOURCE_CONN_ID) as db:
+        weekly = db.frame("forecast_weekly_history", run.query_params(shard, of))
+    loaded = time.monotonic()
+    product_ids = weekly["product_id"].unique()
+    log.info("shard %d/%d: %d products, %d product-weeks loaded in %.1fs",
+             shard + 1, of, len(product_ids), len(weekly), loaded - started)
+
+    engine = ForecastEngine(horizon=run.horizon)
+    progress = Progress(f"shard {shard + 1}/{of} products", len(product_ids), every=chunk_size)
+    generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    key = config.get("FORECAST_KEY")
+    cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
+    statuses, failures, accuracy, written = [], [], [], 0
+    try:
+        for begin in range(0, len(product_ids), chunk_size):
+            chunk = weekly[weekly["product_id"].isin(product_ids[begin:begin + chunk_size])]
+            categories = chunk.groupby("product_id")["category"].first()
+            result = engine.forecast(panel_from_weekly(chunk, run.as_of, start=run.start, categories=categories))
+            documents = forecast_documents(result, run.as_of, generated_at)
+            if not run.dry_run:
+                written += cache.set_many(((key.format(product_id=p), doc) for p, doc in documents), run.cache_ttl)
+            products = result.products
+            statuses.append(products["status"])
+            accuracy.append(products.loc[products["status"] == "success", "forecast_accuracy_estimate"])
+            failures.append(products[products["status"] == "error"])
+            progress.update(succeeded=int((products["status"] != "error").sum()),
+                            failed=int((products["status"] == "error").sum()))
+    finally:
+        cache.close()
+
+    import pandas as pd
+
+    status = pd.concat(statuses) if statuses else pd.Series(dtype=str)
+    failed = pd.concat(failures) if failures else pd.DataFrame(columns=["product_id", "error"])
+    if len(failed) and not run.dry_run:
+        letters = pd.DataFrame({"error": failed["error"].fillna("unknown error"),
+                                "input": [{"product_id": int(p), "as_of": run.as_of.isoformat(), "shard": shard,
+                                           "of": of} for p in failed["product_id"]]})
+        with Database(RESULTS_CONN_ID) as results:
+            dead_letters.record(results, JOB, job_id, letters)
+    accuracies = pd.concat(accuracy).dropna() if accuracy else pd.Series(dtype=float)
+    stats = {"shard": shard, "of": of, "products": int(len(status)),
+             "successful": int((status == "success").sum()), "failed": int((status == "error").sum()),
+             "no_forecast": int((status == "no_forecast").sum()), "keys_written": written,
+             "accuracy_sum": float(accuracies.sum()), "accuracy_count": int(len(accuracies)),
+             "seconds": round(time.monotonic() - started, 3)}
+    log_summary(f"forecast shard {shard + 1}/{of} done", stats)
+    return stats
+
+
+def validate(run: ForecastRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the shards; fail the run (no metadata published) above the failure-rate limit."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    summary = total(stats)
+    rate = failure_rate(summary.get("failed", 0), summary.get("products", 0))
+    summary["failure_rate"] = round(rate, 4)
+    passed = rate <= run.max_failure_rate
+    metrics.check(JOB, "failure_rate", passed)
+    metrics.quality(JOB, "failure_rate", rate)
+    log_summary("forecast validation", summary)
+    if not passed:
+        metrics.job_run(JOB, "failed", 0.0, summary.get("products", 0))
+        raise AirflowFailException(
+            f"{summary['failed']} of {summary['products']} products failed ({rate:.1%} > {run.max_failure_rate:.0%}); "
+            "the previous forecast metadata stays in place. See the dead_letter table for the errors.")
+    return summary
+
+
+def publish(run: ForecastRun, summary: dict[str, Any], started_at: dt.datetime | None) -> dict[str, Any]:
+    """Write forecast:metadata:last_run and the run's metrics."""
+    now = dt.datetime.now(dt.timezone.utc)
+    elapsed = (now - started_at).total_seconds() if started_at else summary.get("seconds", 0.0)
+    accuracy = summary.get("accuracy_sum", 0.0) / summary["accuracy_count"] if summary.get("accuracy_count") else None
+    metadata = {"last_run": now.isoformat(timespec="seconds"), "as_of_date": run.as_of.isoformat(),
+                "total_products": summary.get("products", 0), "successful": summary.get("successful", 0),
+                "failed": summary.get("failed", 0), "no_forecast": summary.get("no_forecast", 0),
+                "elapsed_seconds": round(elapsed, 1),
+                "forecast_accuracy_estimate": None if accuracy is None else round(accuracy, 4),
+                "dry_run": run.dry_run}
+    if not run.dry_run:
+        cache = RedisCache()
+        try:
+            cache.set_json(config.get("FORECAST_METADATA_KEY"), metadata, ttl=run.cache_ttl)
+        finally:
+            cache.close()
+    if accuracy is not None:
+        metrics.quality(JOB, "forecast_accuracy_estimate", accuracy)
+    metrics.job_run(JOB, "success", elapsed, summary.get("products", 0))
+    log_summary("forecast run published" if not run.dry_run else "forecast dry run (nothing written)", metadata)
+    return metadata

@@ -1,0 +1,1 @@
+DELETE FROM [dead_letter] WHERE [job_id] = %(job_id)s

@@ -124,19 +124,24 @@ def tifu_vectors(train, items, customers, group_size=7, within_decay=0.9, group_
 
 def tifu_knn(vectors: sp.csr_matrix, items, n=25, k=300, alpha=0.7, neighbours=None):
     """alpha * own vector + (1 - alpha) * mean of the k nearest (Euclidean) customers' vectors."""
+    return tifu_knn_alphas(vectors, items, n, k, [alpha], neighbours)[0]
+
+
+def tifu_knn_alphas(vectors, items, n, k, alphas, neighbours=None):
+    """tifu_knn for several alphas sharing one neighbour average."""
     if neighbours is None:
         neighbours = tifu_neighbours(vectors, k)
     nb = neighbours[:, :k]
-    out = []
-    dense_all = vectors
+    out = [[] for _ in alphas]
     for s in range(0, vectors.shape[0], 1000):
         e = min(s + 1000, vectors.shape[0])
         rows = np.repeat(np.arange(e - s), nb.shape[1])
         agg = sp.csr_matrix((np.full(len(rows), 1.0 / nb.shape[1]), (rows, nb[s:e].ravel())),
                             shape=(e - s, vectors.shape[0]))
-        pred = alpha * vectors[s:e].toarray() + (1 - alpha) * (agg @ dense_all).toarray()
-        out.append(_top(pred, n, items))
-    return np.vstack(out)
+        own, mean = vectors[s:e].toarray(), (agg @ vectors).toarray()
+        for j, alpha in enumerate(alphas):
+            out[j].append(_top(alpha * own + (1 - alpha) * mean, n, items))
+    return [np.vstack(o) for o in out]
 
 
 def tifu_neighbours(vectors: sp.csr_matrix, k_max: int) -> np.ndarray:

@@ -138,16 +138,17 @@ def tune(orders, products, cutoff, test_weeks):
     all_cust = np.sort(vtrain["customer_id"].unique())
     pos = pd.Index(all_cust).get_indexer(vcust)
     best = (-1, None)
-    for m_size, rb, rg in itertools.product([3, 7], [0.9, 1.0], [0.6, 0.7, 0.8]):
+    alphas = [0.2, 0.5, 0.7, 0.9]
+    for m_size, rb, rg in itertools.product([3, 7], [0.9, 1.0], [0.6, 0.8]):
         vec = bl.tifu_vectors(vtrain, items, all_cust, m_size, rb, rg)
         nbrs = bl.tifu_neighbours(vec, 900)
-        for k, alpha in itertools.product([100, 300, 900], [0.2, 0.5, 0.7, 0.9]):
-            recs = bl.tifu_knn(vec, items, K, k, alpha, nbrs)[pos]
-            m = evaluate(recs, vcust, vtrain, vtest)
-            score = m["recall@25"] + m["ndcg@25"]
-            if score > best[0]:
-                best = (score, {"group_size": m_size, "within_decay": rb, "group_decay": rg, "k": k,
-                                "alpha": alpha})
+        for k in [100, 300, 900]:
+            for alpha, recs in zip(alphas, bl.tifu_knn_alphas(vec, items, K, k, alphas, nbrs)):
+                m = evaluate(recs[pos], vcust, vtrain, vtest)
+                score = m["recall@25"] + m["ndcg@25"]
+                if score > best[0]:
+                    best = (score, {"group_size": m_size, "within_decay": rb, "group_decay": rg,
+                                    "k": k, "alpha": alpha})
     log(f"  tifu_knn best {best[1]} (recall+ndcg {best[0]:.4f})")
     chosen["tifu_knn"] = best[1]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
 AS_OF = "2024-12-29"
-DATA = {"customers": 2000, "products": 400, "start": "2022-01-03", "end": "2024-12-30", "seed": 42}
+DATA = {"customers": 2000, "products": 400, "start": "2022-01-03", "end": "2024-12-30", "seed": 42}  # load_data flags
 
 # Dependency order, and per job where its output shows: the run metadata key, a key pattern, tables.
 JOBS = {
@@ -52,20 +52,12 @@ def _airflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "airflow", *args], env=env, cwd=ROOT, capture_output=True, text=True)
 
 
-def _load_data(env: dict[str, str]) -> dict[str, int]:
+def _load_data(env: dict[str, str]) -> dict:
     os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})
-    from include.datasets.source_tables import load_source
-    from include.datasets.synthetic import generate
-    from include.runtime.database import Database
-    from include.runtime.schema import migrate
+    from scripts import load_data, migrate
 
-    with Database("source_db") as db:
-        migrate(db)
-        data = generate(**DATA)
-        written = load_source(db, data.orders, data.products, data.customers, data.events)
-    with Database("recs_db") as db:
-        migrate(db)
-    return written
+    migrate.main()
+    return load_data.main(["synthetic", *(f"--{k}={v}" for k, v in DATA.items())])["written"]
 
 
 def _report(job: str, spec: dict) -> None:

@@ -28,7 +28,8 @@ PRODUCT_COLUMNS = [
 ]
 # models whose forecast is a flat level; the pooled trend multiplies these
 FLAT_MODELS = ("baseline", "ses", "croston_sba", "tsb")
-MODELS = ("baseline", "ses", "croston_sba", "tsb", "holt_damped", "holt_winters")
+MODELS = ("baseline", "ses", "croston_sba", "tsb", "holt_damped", "holt_winters", "combination")
+CALIBRATION_GRID = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
 
 
 @dataclass
@@ -307,7 +308,7 @@ class ForecastEngine:
                  intermittent_adi: float = 1.32, min_pool_products: int = 30,
                  pooled_strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
                  season_share: float = 0.7, customer_window: int = 13,
-                 bias_weight: float = 1.0):
+                 bias_weight: float = 1.0, calibrate: bool = True):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 week, got {horizon}")
         if not 0 < interval_level < 1:
@@ -326,6 +327,7 @@ class ForecastEngine:
         self.season_share = season_share
         self.customer_window = customer_window
         self.bias_weight = bias_weight
+        self.calibrate = calibrate
 
     # -- orchestration
 
@@ -342,8 +344,37 @@ class ForecastEngine:
             broken = ~np.isfinite(y).all(axis=1) | ~np.isfinite(cust).all(axis=1)
             y[broken] = 0.0  # kept out of pools; reported as errors below
             cust[broken] = 0.0
-            out = self._forecast_matrix(y, cust, panel.categories)
+            out = self._empty_output(y)
+            if n:
+                self._isolate(y, cust, panel.categories, np.arange(n), out)
         return self._assemble(panel, out, broken, raw)
+
+    def _empty_output(self, y):
+        n, h = y.shape[0], self.horizon
+        first = _first_sale(y)
+        blank = np.full((n, h), np.nan)
+        return dict(first=first, hist=y.shape[1] - first, pick=np.zeros(n, dtype=np.int64),
+                    final=blank, lower=blank.copy(), upper=blank.copy(), customers=blank.copy(),
+                    accuracy=np.full(n, np.nan), crashed=np.full(n, None, dtype=object),
+                    strength=None, calibration={})
+
+    def _isolate(self, y, cust, categories, rows, out):
+        """Run the vectorised batch; if it raises, bisect so only the culprit rows fail."""
+        try:
+            part = self._forecast_matrix(y[rows], cust[rows],
+                                         None if categories is None else np.asarray(categories)[rows])
+        except Exception as exc:  # noqa: BLE001 - a product's failure must not stop the batch
+            if len(rows) == 1:
+                out["crashed"][rows[0]] = f"{type(exc).__name__}: {exc}"
+                return
+            mid = len(rows) // 2
+            self._isolate(y, cust, categories, rows[:mid], out)
+            self._isolate(y, cust, categories, rows[mid:], out)
+            return
+        for key in ("pick", "final", "lower", "upper", "customers", "accuracy"):
+            out[key][rows] = part[key]
+        if out["strength"] is None:
+            out["strength"], out["calibration"] = part["strength"], part["calibration"]
 
     def _forecast_matrix(self, y, cust, categories):
         n, T = y.shape
@@ -353,7 +384,12 @@ class ForecastEngine:
         cutoffs = sorted({T - k * self.backtest_step for k in range(1, self.backtest_origins + 1)
                           if T - k * self.backtest_step > self.min_history_weeks} | {T})
         fcs = self._run_models(y, first, cutoffs, h)          # (m, n_cut, n, h)
-        eligible = self._eligible(y, first, hist)            # (m, n)
+        eligible, shape = self._eligible(y, first, hist)     # (m, n), (n,)
+        combo = MODELS.index("combination")
+        members = eligible[:combo, None, :, None] & np.isfinite(fcs[:combo])
+        with np.errstate(invalid="ignore"):
+            fcs[combo] = np.where(members, fcs[:combo], 0.0).sum(axis=0) / members.sum(axis=0)
+        eligible[combo] = eligible[:combo].sum(axis=0) >= 2
         pools = self._pools(categories, n)
         factor = self._pool_factors(y, pools, cutoffs, h)    # (n_pool, n_cut, h)
 
@@ -385,6 +421,8 @@ class ForecastEngine:
         _, strength, cand, pick = best
         rows = np.arange(n)
         chosen = cand[pick, :, rows]                         # (n, n_cut, h)
+        mult = self._calibration(chosen[:, :len(back)], act, seen, valid, shape)
+        chosen = chosen * mult[:, None, None]
         final = chosen[:, -1]
         abs_err = np.abs(act - np.moveaxis(chosen[:, :len(back)], 0, 1)) * seen[:, None, :]
         mask = valid[:, :, None] & seen[:, None, :]
@@ -394,7 +432,8 @@ class ForecastEngine:
         lower, upper = self._intervals(y, first, back, act, seen, valid, chosen, final, hist)
         customers = self._customers(y, cust, final)
         return dict(first=first, hist=hist, pick=pick, final=final, lower=lower, upper=upper,
-                    customers=customers, accuracy=accuracy, strength=strength)
+                    customers=customers, accuracy=accuracy, strength=strength,
+                    calibration={int(c): float(mult[shape == c][0]) for c in np.unique(shape)})
 
     def _run_models(self, y, first, cutoffs, h):
         out = np.full((len(MODELS), len(cutoffs), y.shape[0], h), np.nan)
@@ -403,7 +442,7 @@ class ForecastEngine:
             if name == "holt_winters":
                 if len(long_rows):
                     out[m][:, long_rows] = _holt_winters(y[long_rows], first[long_rows], cutoffs, h)
-            else:
+            elif name in _MODEL_FUNCS:
                 out[m] = _MODEL_FUNCS[name](y, first, cutoffs, h)
         return out
 
@@ -418,6 +457,7 @@ class ForecastEngine:
         intermittent = (adi > self.intermittent_adi) & ~short & ~flat_series
         regular = ~intermittent & ~short & ~flat_series
         long = hist >= 2 * SEASON
+        shape = np.where(intermittent, 1, np.where(regular, 2, 0))
         e = {name: np.zeros(n, dtype=bool) for name in MODELS}
         e["baseline"][:] = True
         e["ses"] |= short | regular
@@ -425,7 +465,27 @@ class ForecastEngine:
         e["tsb"] |= intermittent
         e["holt_damped"] |= regular
         e["holt_winters"] |= regular & long
-        return np.stack([e[name] for name in MODELS])
+        return np.stack([e[name] for name in MODELS]), shape
+
+    def _calibration(self, back_fc, act, seen, valid, shape):
+        """Pooled multiplier per shape class, picked on the whole panel's backtest.
+
+        Each product's own selection is noisy and systematically low on skewed demand;
+        across hundreds of products of the same shape the level error is measurable.
+        """
+        mult = np.ones(len(shape))
+        if not back_fc.shape[1] or not self.calibrate:
+            return mult
+        fc = np.moveaxis(back_fc, 0, 1)                      # (n_back, n, h)
+        w = (valid[:, :, None] & seen[:, None, :]).astype(float)
+        for cls in np.unique(shape):
+            rows = shape == cls
+            cost = []
+            for k in CALIBRATION_GRID:
+                diff = (k * fc[:, rows] - act[:, rows]) * w[:, rows]
+                cost.append(np.abs(diff).sum() + self.bias_weight * np.abs(diff.sum(axis=2)).sum())
+            mult[rows] = CALIBRATION_GRID[int(np.argmin(cost))]
+        return mult
 
     def _pools(self, categories, n):
         """Row -> pool index; categories with too few products share the global pool."""
@@ -539,9 +599,13 @@ class ForecastEngine:
                          f"only {hist[i]} weeks since first sale; need {self.min_history_weeks}")
         for i in np.flatnonzero(broken | ~np.isfinite(out["final"]).all(axis=1)
                                 | ~np.isfinite(out["upper"]).all(axis=1)):
+            if no_fc[i] and not broken[i]:
+                continue
             try:
+                if out["crashed"][i] is not None:
+                    raise RuntimeError(f"product {pids[i]}: forecast failed: {out['crashed'][i]}")
                 _check_finite(pids[i], raw[i], out["final"][i], out["upper"][i])
-            except ValueError as exc:
+            except (ValueError, RuntimeError) as exc:
                 status[i], errors[i] = "error", str(exc)
         failed = status != "success"
         model = np.where(failed, None, model)
@@ -564,7 +628,7 @@ class ForecastEngine:
             "confidence_upper": out["upper"][ok].ravel(),
             "active_customers": out["customers"][ok].ravel(),
         }, columns=PREDICTION_COLUMNS)
-        return ForecastResult(predictions, products, {"pooled_strength": out["strength"]})
+        return ForecastResult(predictions, products, {"pooled_strength": out["strength"], "calibration": out["calibration"]})
 
 
 def _check_finite(product_id, raw_row, pred, upper):

@@ -511,7 +511,7 @@ def _item_similarity(cust, item, n_items, k, alpha):
     """Top-k pruned co-purchase similarity  C_ij / (n_i^alpha n_j^(1-alpha)), zero diagonal.
 
     Customers are weighted by 1/log2(1 + distinct items) so that wholesalers who buy everything
-    do not make everything similar. Computed in row blocks with bounded dense memory.
+    do not make everything similar. Computed in row blocks of ~2e7 co-occurrences each.
     """
     if len(cust) == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float64)
@@ -527,29 +527,26 @@ def _item_similarity(cust, item, n_items, k, alpha):
     inv_src = np.where(counts > 0, counts, 1.0) ** -alpha
     inv_dst = np.where(counts > 0, counts, 1.0) ** -(1.0 - alpha)
     cost = xt @ np.diff(x.indptr).astype(np.float64)  # co-occurrence entries per item row
-    limit_dense = max(1, int(8_000_000 // max(n_items, 1)))
+    ends = np.searchsorted(np.cumsum(cost), np.arange(1, int(cost.sum() // 2e7) + 2) * 2e7)
+    bounds = np.unique(np.concatenate([[0], np.minimum(ends + 1, n_items), [n_items]]))
     rows, cols, vals = [], [], []
-    start = 0
-    while start < n_items:
-        stop, budget = start, 0.0
-        while stop < n_items and stop - start < limit_dense and (budget < 2e7 or stop == start):
-            budget += cost[stop]
-            stop += 1
+    for start, stop in zip(bounds[:-1], bounds[1:]):
         block = (xt[start:stop] @ xw).tocsr()
-        block = sp.diags(inv_src[start:stop]) @ block @ sp.diags(inv_dst)
-        dense = block.toarray()
-        dense[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        kk = min(k, n_items - 1)
-        if kk <= 0:
-            break
-        top = np.argpartition(-dense, kk - 1, axis=1)[:, :kk] if kk < n_items else np.tile(
-            np.arange(n_items), (stop - start, 1))
-        v = np.take_along_axis(dense, top, axis=1)
-        nz = v > 0
-        rows.append((np.nonzero(nz)[0] + start).astype(np.int64))
-        cols.append(top[nz].astype(np.int64))
-        vals.append(v[nz])
-        start = stop
+        r = np.repeat(np.arange(stop - start), np.diff(block.indptr))
+        v = block.data * inv_src[start + r] * inv_dst[block.indices]
+        v[block.indices == start + r] = 0.0  # no self-similarity
+        # linear histogram cut to about k per row, then the exact top k on what is left
+        peak = np.zeros(stop - start)
+        np.maximum.at(peak, r, v)
+        keep = (v > 0) & _top_mask(r, v / np.maximum(peak[r], 1e-300), stop - start, k)
+        r, c, v = r[keep], block.indices[keep], v[keep]
+        order = np.lexsort((-v, r))
+        r, c, v = r[order], c[order], v[order]
+        pos = np.arange(len(r)) - np.searchsorted(r, r)
+        keep = pos < k
+        rows.append(r[keep].astype(np.int64) + start)
+        cols.append(c[keep].astype(np.int64))
+        vals.append(v[keep])
     if not rows:
         return sp.csr_matrix((n_items, n_items), dtype=np.float64)
     sim = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),

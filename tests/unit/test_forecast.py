@@ -191,3 +191,31 @@ def test_vectorised_batch_matches_single_products():
     both = ForecastEngine(pooled_strengths=(0.0,)).forecast(make_panel(rows))
     assert np.allclose(preds(single, 1).predicted_quantity, preds(both, 1).predicted_quantity)
     check_contract(res_all)
+
+
+def test_exception_inside_batch_fails_only_that_product(monkeypatch):
+    import include.models.forecast as fc
+
+    real = fc._MODEL_FUNCS["ses"]
+
+    def fragile_ses(y, first, cutoffs, h):
+        if (y == 13.0).any():  # stands in for any numerical failure on odd data
+            raise FloatingPointError("cannot smooth a 13")
+        return real(y, first, cutoffs, h)
+
+    monkeypatch.setitem(fc._MODEL_FUNCS, "ses", fragile_ses)
+    rows = np.full((9, 40), 6.0)
+    rows[4, 20] = 13.0
+    res = ForecastEngine().forecast(make_panel(rows))
+    prod = res.products.set_index("product_id")
+    assert prod.loc[5, "status"] == "error"
+    assert "cannot smooth a 13" in prod.loc[5, "error"]
+    assert (prod.drop(index=5).status == "success").all()
+    assert len(res.predictions) == 8 * 12
+
+
+def test_empty_panel_returns_empty_frames():
+    panel = WeeklyPanel(np.zeros(0, dtype=np.int64), pd.date_range(START, periods=10, freq="7D"),
+                        np.zeros((0, 10)), np.zeros((0, 10)))
+    res = ForecastEngine().forecast(panel)
+    assert res.predictions.empty and res.products.empty

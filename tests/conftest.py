@@ -28,26 +28,16 @@ os.environ.update({
 
 import pytest  # noqa: E402
 
-from include.runtime.services import LOCAL_POSTGRES_URL, resolve  # noqa: E402
+from include.runtime.services import fresh_database, resolve  # noqa: E402
 
 TEST_DATABASE = "nightshift_test"
 TEST_REDIS_DB = 15
 
 
-def _own_database(url: str) -> str:
-    """A fresh database beside the one in `url`, so tests never touch the server's data."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {TEST_DATABASE}")
-    return url.rsplit("/", 1)[0] + "/" + TEST_DATABASE
-
-
 @pytest.fixture(scope="session")
 def services():
     found = resolve(_RUN_DIR / "services", use_local=True)
-    found.postgres_url = _own_database(found.postgres_url)
+    found.postgres_url = fresh_database(found.postgres_url, TEST_DATABASE)
     found.redis_url = found.redis_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
     os.environ.update(found.airflow_env())
     print(f"\ntest services: postgres={found.origin['postgres']} redis={found.origin['redis']}")

@@ -83,10 +83,9 @@ def weekly_panel(orders: pd.DataFrame, as_of, start=None,
         keep &= dates >= _monday(start)
     frame = orders.loc[keep, ["product_id", "customer_id", "quantity"]].copy()
     day = dates[keep].dt.normalize()
-    frame["week_start"] = day - pd.to_timedelta(day.dt.dayofweek, unit="D")
+    frame["week_start"] = day - pd.to_timedelta(day.dt.day_of_week, unit="D")
     weekly = (frame.groupby(["product_id", "week_start"], sort=False)
-              .agg(quantity=("quantity", lambda q: q.sum(min_count=1)),
-                   customers=("customer_id", "nunique"))
+              .agg(quantity=("quantity", "sum"), customers=("customer_id", "nunique"))
               .reset_index())
     categories = None
     if products is not None and "category" in products.columns:
@@ -107,7 +106,7 @@ def panel_from_weekly(weekly: pd.DataFrame, as_of, start=None,
                          "week_start, quantity, customers")
     last = last_complete_week_start(as_of)
     ws = pd.to_datetime(weekly["week_start"]).dt.normalize()
-    if (ws.dt.dayofweek != 0).any():
+    if (ws.dt.day_of_week != 0).any():
         raise ValueError("week_start must be Mondays; truncate dates to the ISO week start")
     first = _monday(start) if start is not None else (ws.min() if len(ws) else last)
     keep = ((ws >= first) & (ws <= last)).to_numpy()
@@ -272,22 +271,41 @@ _MODEL_FUNCS = {
 # ---------------------------------------------------------------- pooled signals
 
 
-def _pooled_factor(agg, cutoffs, h, season_share):
-    """Multiplier (n_pool, n_cut, h) taking a flat level to the pool's trend/season path.
-
-    One product's few weeks cannot show a ramp into a seasonal peak; the pool's
-    total can. The factor is the pool total's damped-trend (and, with two years,
-    seasonal) forecast over its recent level.
-    """
+def _pooled_trend(agg, cutoffs, h):
+    """Pool total's damped-trend forecast over its flat level, (n_pool, n_cut, h)."""
     first = _first_sale(agg)
     trend, _ = _smooth(agg, first, cutoffs, h, 0.3, 0.1, 0.9)
     level, _ = _smooth(agg, first, cutoffs, h, 0.3)
-    path = trend
-    if agg.shape[1] >= 2 * SEASON + 1:
-        hw = _holt_winters(agg, first, cutoffs, h)
-        path = np.where(np.isfinite(hw), season_share * hw + (1 - season_share) * trend, trend)
-    factor = path / np.maximum(level, 1e-9)
-    return np.moveaxis(np.clip(np.where(level > 0, factor, 1.0), 0.5, 2.0), 1, 0)
+    factor = np.where(level > 0, trend / np.maximum(level, 1e-9), 1.0)
+    return np.moveaxis(factor, 1, 0)
+
+
+def _pooled_season(y, first, members, cutoffs, h, window):
+    """Last years' path after each cutoff relative to the level just before it, pooled.
+
+    Same-store: only products already selling a year earlier count, so launches
+    and delistings do not read as seasonality. NaN where no full year exists.
+    """
+    n_pool = members.shape[0]
+    out = np.full((n_pool, len(cutoffs), h), np.nan)
+    for k, c in enumerate(cutoffs):
+        paths = []
+        for lag in (SEASON, 2 * SEASON):
+            a = c - lag
+            if a - window < 0:
+                break
+            old = (first <= a - window)[None, :] & members          # (n_pool, n)
+            base = old.astype(float) @ y[:, a - window:a].mean(axis=1)
+            ahead = old.astype(float) @ y[:, a:a + h]              # (n_pool, h)
+            ahead = np.vstack([np.convolve(np.pad(r, 1, mode="edge"), np.ones(3) / 3, "valid")
+                               for r in ahead])
+            paths.append(np.where(base[:, None] > 0, ahead / np.maximum(base[:, None], 1e-9), np.nan))
+        if paths:
+            stack = np.stack(paths)
+            known = np.isfinite(stack)
+            total = np.where(known, stack, 0.0).sum(axis=0)
+            out[:, k] = np.where(known.any(axis=0), total / np.maximum(known.sum(axis=0), 1), np.nan)
+    return out
 
 
 # ---------------------------------------------------------------- engine
@@ -298,8 +316,9 @@ class ForecastEngine:
 
     Shapes decide the candidate set (intermittent: Croston/SBA/TSB; long regular
     series: Holt-Winters; short or flat: robust baseline); the product's own
-    backtest picks among them. Pooled totals add the trend a single short series
-    cannot show, and pooled backtest errors calibrate the intervals.
+    backtest picks among them. The panel adds what one short series cannot show:
+    last year's same-store path (or the pooled trend) for flat models, a level
+    calibration per shape class, and the error quantiles behind the intervals.
     """
 
     def __init__(self, horizon: int = 12, interval_level: float = 0.8,
@@ -307,7 +326,7 @@ class ForecastEngine:
                  backtest_origins: int = 3, backtest_step: int = 4,
                  intermittent_adi: float = 1.32, min_pool_products: int = 30,
                  pooled_strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
-                 season_share: float = 0.7, customer_window: int = 13,
+                 season_window: int = 8, customer_window: int = 13,
                  bias_weight: float = 1.0, calibrate: bool = True):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 week, got {horizon}")
@@ -324,7 +343,7 @@ class ForecastEngine:
         self.intermittent_adi = intermittent_adi
         self.min_pool_products = min_pool_products
         self.pooled_strengths = tuple(pooled_strengths)
-        self.season_share = season_share
+        self.season_window = season_window
         self.customer_window = customer_window
         self.bias_weight = bias_weight
         self.calibrate = calibrate
@@ -391,7 +410,7 @@ class ForecastEngine:
             fcs[combo] = np.where(members, fcs[:combo], 0.0).sum(axis=0) / members.sum(axis=0)
         eligible[combo] = eligible[:combo].sum(axis=0) >= 2
         pools = self._pools(categories, n)
-        factor = self._pool_factors(y, pools, cutoffs, h)    # (n_pool, n_cut, h)
+        factor = self._pool_factors(y, first, pools, cutoffs, h)  # (n_pool, n_cut, h)
 
         back = cutoffs[:-1]
         # actual windows per backtest cutoff; weeks past T are masked
@@ -429,7 +448,7 @@ class ForecastEngine:
         denom = (act * mask).sum(axis=(0, 2))
         wape = np.where(denom > 0, (abs_err * mask).sum(axis=(0, 2)) / np.maximum(denom, 1e-12), np.nan)
         accuracy = np.clip(1.0 - wape, 0.0, 1.0)
-        lower, upper = self._intervals(y, first, back, act, seen, valid, chosen, final, hist)
+        lower, upper = self._intervals(y, first, back, act, seen, valid, chosen, final, shape)
         customers = self._customers(y, cust, final)
         return dict(first=first, hist=hist, pick=pick, final=final, lower=lower, upper=upper,
                     customers=customers, accuracy=accuracy, strength=strength,
@@ -480,6 +499,8 @@ class ForecastEngine:
         w = (valid[:, :, None] & seen[:, None, :]).astype(float)
         for cls in np.unique(shape):
             rows = shape == cls
+            if rows.sum() < self.min_pool_products:
+                continue  # too few products to tell a level error from noise
             cost = []
             for k in CALIBRATION_GRID:
                 diff = (k * fc[:, rows] - act[:, rows]) * w[:, rows]
@@ -499,12 +520,21 @@ class ForecastEngine:
         remap = np.where(big, np.cumsum(big), 0)
         return remap[inv]
 
-    def _pool_factors(self, y, pools, cutoffs, h):
+    def _pool_factors(self, y, first, pools, cutoffs, h):
+        """Multiplier (n_pool, n_cut, h) taking a flat level to the pool's expected path.
+
+        One product's few weeks cannot show the ramp into a seasonal peak; its pool
+        can: last year's same-store path where a year exists, else the pool total's
+        damped trend.
+        """
         n_pool = int(pools.max()) + 1 if len(pools) else 1
-        agg = np.zeros((n_pool, y.shape[1]))
-        np.add.at(agg, pools, y)
-        agg[0] = y.sum(axis=0)  # pool 0 is the whole panel
-        return _pooled_factor(agg, cutoffs, h, self.season_share)
+        members = pools[None, :] == np.arange(n_pool)[:, None]
+        members[0] = True  # pool 0 is the whole panel
+        agg = members.astype(float) @ y
+        factor = _pooled_trend(agg, cutoffs, h)
+        season = _pooled_season(y, first, members, cutoffs, h, self.season_window)
+        factor = np.where(np.isfinite(season), season, factor)
+        return np.clip(factor, 0.3, 3.0)
 
     @staticmethod
     def _backtest_errors(cand, act, seen, valid, eligible, bias_weight):
@@ -523,45 +553,55 @@ class ForecastEngine:
         """Lowest backtest error wins; rows without a usable backtest keep a shape default."""
         pick = err.argmin(axis=0)
         best = err.min(axis=0)
-        no_backtest = ~np.isfinite(best) | (err == 0).all(axis=0)
+        no_backtest = ~np.isfinite(best)
         default = np.where(eligible[MODELS.index("croston_sba")], MODELS.index("croston_sba"),
                            np.where(eligible[MODELS.index("ses")], MODELS.index("ses"), 0))
         pick = np.where(no_backtest, default, pick)
         return pick, np.where(np.isfinite(best), best, np.nan)
 
-    def _intervals(self, y, first, back, act, seen, valid, chosen, final, hist):
+    def _intervals(self, y, first, back, act, seen, valid, chosen, final, shape):
         """Bounds from pooled backtest errors scaled by each product's naive MAE.
 
-        Split-conformal style: standardised errors of the chosen model across all
-        products give the quantiles, so sparse series borrow calibration from the panel.
+        Split-conformal style: standardised errors of the chosen models across the
+        products of one shape class give the quantiles, so sparse series borrow
+        calibration from the panel instead of trusting a handful of own residuals.
         """
         n, T = y.shape
         h = self.horizon
-        lo_q, hi_q = (1 - self.interval_level) / 2, (1 + self.interval_level) / 2
-        scale_now = self._scale(y, first, T)
         if back:
             scales = np.stack([self._scale(y, first, c) for c in back])        # (n_back, n)
             z = (act - np.moveaxis(chosen[:, :len(back)], 0, 1)) / np.maximum(scales, 1e-9)[:, :, None]
             usable = valid[:, :, None] & seen[:, None, :] & (scales > 0)[:, :, None]
-            z = np.where(usable, z, np.nan).transpose(2, 0, 1).reshape(h, -1)  # per step
+            z = np.where(usable, z, np.nan)                                     # (n_back, n, h)
         else:
-            z = np.full((h, 0), np.nan)
-        enough = (np.isfinite(z).sum(axis=1) >= 30)
-        qlo = np.full(h, -1.28 * (self.interval_level / 0.8))
-        qhi = -qlo
-        if enough.any():
-            with np.errstate(all="ignore"):
-                qlo[enough] = np.nanquantile(z[enough], lo_q, axis=1)
-                qhi[enough] = np.nanquantile(z[enough], hi_q, axis=1)
-            # steps without backtest errors reuse the widest calibrated step
-            qlo[~enough] = qlo[enough].min()
-            qhi[~enough] = qhi[enough].max()
-        qlo = np.minimum(np.minimum.accumulate(qlo), 0.0)
-        qhi = np.maximum(np.maximum.accumulate(qhi), 0.0)
-        s = scale_now[:, None]
-        lower = np.clip(final + qlo[None] * s, 0.0, final)
-        upper = np.maximum(final + qhi[None] * s, final)
+            z = np.full((0, n, h), np.nan)
+        qlo, qhi = self._error_quantiles(z.transpose(2, 0, 1).reshape(h, -1), None)
+        qlo, qhi = np.broadcast_to(qlo, (n, h)).copy(), np.broadcast_to(qhi, (n, h)).copy()
+        for cls in np.unique(shape):
+            rows = shape == cls
+            zc = z[:, rows].transpose(2, 0, 1).reshape(h, -1)
+            qlo[rows], qhi[rows] = self._error_quantiles(zc, (qlo[rows][0], qhi[rows][0]))
+        s = self._scale(y, first, T)[:, None]
+        lower = np.clip(final + qlo * s, 0.0, final)
+        upper = np.maximum(final + qhi * s, final)
         return lower, upper
+
+    def _error_quantiles(self, z, fallback, min_count=30):
+        """Per-step quantiles of standardised errors, widening with the step."""
+        h = z.shape[0]
+        if fallback is None:
+            fallback = (np.full(h, -1.28), np.full(h, 1.28))  # normal 80% until data says more
+        qlo, qhi = np.array(fallback[0], dtype=float), np.array(fallback[1], dtype=float)
+        enough = np.isfinite(z).sum(axis=1) >= min_count
+        if enough.any():
+            lo_q, hi_q = (1 - self.interval_level) / 2, (1 + self.interval_level) / 2
+            qlo[enough] = np.nanquantile(z[enough], lo_q, axis=1)
+            qhi[enough] = np.nanquantile(z[enough], hi_q, axis=1)
+            # later steps without backtest errors reuse the widest calibrated step
+            qlo[~enough] = np.minimum(qlo[~enough], qlo[enough].min())
+            qhi[~enough] = np.maximum(qhi[~enough], qhi[enough].max())
+        return (np.minimum(np.minimum.accumulate(qlo), 0.0),
+                np.maximum(np.maximum.accumulate(qhi), 0.0))
 
     @staticmethod
     def _scale(y, first, c):
@@ -614,7 +654,7 @@ class ForecastEngine:
             "product_id": pids, "status": status, "model_type": model,
             "forecast_accuracy_estimate": accuracy, "historical_weeks": hist.astype(np.int64),
             "error": errors,
-        })
+        }, columns=PRODUCT_COLUMNS)
         ok = np.flatnonzero(~failed)
         starts = panel.week_starts[-1] + WEEK * np.arange(1, h + 1) if len(panel.week_starts) else \
             pd.DatetimeIndex([])

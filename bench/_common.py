@@ -1,0 +1,42 @@
+"""What every benchmark shares: real services in a database of its own, memory, the JSON line."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+from include.runtime.services import Services, fresh_database, resolve
+
+
+def bench_services(name: str) -> Services:
+    """PostgreSQL (a fresh database `name`) and Redis (db 14, flushed); connections exported."""
+    import redis
+
+    run_dir = Path(tempfile.mkdtemp(prefix=f"nightshift-{name}-"))
+    os.environ.setdefault("AIRFLOW_HOME", str(run_dir / "airflow"))
+    os.environ.setdefault("ARTIFACT_ROOT", (run_dir / "artifacts").as_uri())
+    services = resolve(run_dir, use_local=True)
+    services.postgres_url = fresh_database(services.postgres_url, name)
+    services.redis_url = services.redis_url.rsplit("/", 1)[0] + "/14"
+    redis.from_url(services.redis_url).flushdb()
+    os.environ.update(services.airflow_env())
+    say(f"services: postgres {services.origin['postgres']}, redis {services.origin['redis']}")
+    return services
+
+
+def peak_memory_mb(children: bool = False) -> float:
+    """Peak resident memory of this process (or of its finished children), in MiB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def emit(result: dict) -> None:
+    """The last line of a benchmark: one JSON object with every figure measured."""
+    print(json.dumps(result, default=str), flush=True)

@@ -102,7 +102,7 @@ def main() -> None:
     # end to end: the job's own functions, as the DAG calls them
     started = time.monotonic()
     shards = job.plan(run)
-    stats = [job.process_shard(run, s["shard"], s["of"], f"bench:{s['shard']}") for s in shards]
+    stats = [job.process_shard(run, s, f"bench:{s['shard']}") for s in shards]
     summary = job.validate(run, stats)
     job.publish(run, summary, None)
     e2e_seconds = time.monotonic() - started
@@ -111,7 +111,8 @@ def main() -> None:
 
     # the engine alone, on the same products' weekly history already in memory
     with Database("source_db") as db:
-        weekly = db.frame("forecast_weekly_history", run.query_params())
+        weekly = db.frame("forecast_weekly_history", run.query_params({"shard": 0, "of": 1, "cutoff_orders": 0,
+                                                                        "cutoff_product": 0}))
     categories = weekly.groupby("product_id")["category"].first()
     started = time.monotonic()
     result = ForecastEngine(horizon=12).forecast(panel_from_weekly(weekly, AS_OF, start=run.start, categories=categories))

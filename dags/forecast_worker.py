@@ -62,7 +62,7 @@ def forecast_worker():
         from include.jobs import forecast_worker as job
 
         job_id = f"{context['run_id']}:{shard['shard']}/{shard['of']}"
-        return job.process_shard(job.ForecastRun.from_dict(run), shard["shard"], shard["of"], job_id)
+        return job.process_shard(job.ForecastRun.from_dict(run), shard, job_id)
 
     @task
     def validate(run: dict, stats: list[dict]) -> dict:

@@ -24,7 +24,6 @@ from include.runtime.redis_cache import RedisCache
 log = logging.getLogger(__name__)
 
 JOB = "forecast_worker"
-_NO_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,11 @@ class ForecastRun:
                    horizon=config.get_int("FORECAST_WEEKS"),
                    max_failure_rate=config.get_float("FORECAST_MAX_FAILURE_RATE"))
 
-    def query_params(self, shard: int = 0, of: int = 1) -> dict[str, Any]:
+    def query_params(self, shard: dict[str, int] | None = None) -> dict[str, Any]:
+        """Bound parameters of the forecast queries; `shard` is a descriptor from `plan`."""
         return {"start": dt.datetime.combine(self.start, dt.time()),
                 "until": dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time()),
-                "min_customers": self.min_customers, "min_orders": self.min_orders,
-                "limit": self.limit or _NO_LIMIT, "shard": shard, "of": of}
+                "min_customers": self.min_customers, "min_orders": self.min_orders, **(shard or {})}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(self).items()}
@@ -85,11 +84,16 @@ class ForecastRun:
 
 
 def plan(run: ForecastRun) -> list[dict[str, int]]:
-    """Count the forecastable products; one descriptor per shard."""
+    """Find the forecastable products; one descriptor per shard. A `limit` keeps the products
+    with the most orders: the descriptors carry the last one kept as (cutoff_orders, cutoff_product)."""
     with Database(SOURCE_CONN_ID) as db:
-        products = len(db.frame("forecast_products", run.query_params()))
-    shards = shard_plan(products, run.shard_count)
-    log.info("as_of %s: %d forecastable products in %d shards", run.as_of, products, len(shards))
+        eligible = db.frame("forecast_products", run.query_params())
+    if run.limit is not None:
+        eligible = eligible.iloc[:run.limit]
+    cutoff = ({"cutoff_orders": int(eligible["orders"].iloc[-1]), "cutoff_product": int(eligible["product_id"].iloc[-1])}
+              if run.limit is not None and len(eligible) else {"cutoff_orders": 0, "cutoff_product": 0})
+    shards = [{**s, **cutoff} for s in shard_plan(len(eligible), run.shard_count)]
+    log.info("as_of %s: %d forecastable products in %d shards", run.as_of, len(eligible), len(shards))
     return shards
 
 
@@ -124,13 +128,14 @@ def forecast_documents(result, as_of: dt.date, generated_at: str) -> list[tuple[
     return documents
 
 
-def process_shard(run: ForecastRun, shard: int, of: int, job_id: str, chunk_size: int = 2000) -> dict[str, Any]:
+def process_shard(run: ForecastRun, descriptor: dict[str, int], job_id: str, chunk_size: int = 2000) -> dict[str, Any]:
     """Forecast one shard's products; write their keys and dead letters; small stats back."""
     from include.models.forecast import ForecastEngine, panel_from_weekly
 
+    shard, of = descriptor["shard"], descriptor["of"]
     started = time.monotonic()
     with Database(SOURCE_CONN_ID) as db:
-        weekly = db.frame("forecast_weekly_history", run.query_params(shard, of))
+        weekly = db.frame("forecast_weekly_history", run.query_params(descriptor))
     loaded = time.monotonic()
     product_ids = weekly["product_id"].unique()
     log.info("shard %d/%d: %d products, %d product-weeks loaded in %.1fs",

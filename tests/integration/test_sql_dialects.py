@@ -17,15 +17,18 @@ from include.runtime.database import SQL_ROOT
 
 _SHARD = {"shard": 1, "of": 3}
 _FORECAST = {"start": dt.datetime(2019, 1, 1), "until": dt.datetime(2024, 6, 1), "min_customers": 2,
-             "min_orders": 3, "limit": 10_000, **_SHARD}
+             "min_orders": 3}
 # Sample parameters of every query; a query missing here fails the coverage test.
 SAMPLE_PARAMS: dict[str, dict] = {
     "count_order_items": {},
     "truncate_source": None,  # destructive: parsed only
     "delete_weekly_recommendations": {"week": "2024-W10", **_SHARD},
     "delete_dead_letters": {"job_id": "x"},
+    **{f"order_insights_{q}": {"since": dt.datetime(2024, 5, 2), "until": dt.datetime(2024, 6, 1),
+                               "as_of": dt.date(2024, 5, 31), "min_orders": 3, "limit": 10_000, **_SHARD}
+       for q in ("users", "stats", "catalog")},
     "forecast_products": _FORECAST,
-    "forecast_weekly_history": _FORECAST,
+    "forecast_weekly_history": {**_FORECAST, **_SHARD, "cutoff_orders": 40, "cutoff_product": 30},
 }
 QUERIES = sorted(p.stem for p in (SQL_ROOT / "postgres").glob("*.sql"))
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")

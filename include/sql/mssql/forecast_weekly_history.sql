@@ -1,31 +1,28 @@
--- Weekly demand of one shard's forecastable products (the eligibility of forecast_products):
--- quantity and distinct customers per product and ISO week (Monday start; 1900-01-01 was a Monday).
-WITH eligible AS (
-    SELECT oi.ProductID AS product_id,
-           ROW_NUMBER() OVER (ORDER BY COUNT(DISTINCT o.ID) DESC, oi.ProductID) AS order_rank
-    FROM [OrderItem] AS oi
-    JOIN [Order] AS o ON o.ID = oi.OrderID
-    JOIN [ClientAgreement] AS ca ON ca.ID = o.ClientAgreementID
-    WHERE o.Created >= %(start)s AND o.Created < %(until)s AND oi.ProductID IS NOT NULL
-    GROUP BY oi.ProductID
-    HAVING COUNT(DISTINCT ca.ClientID) >= %(min_customers)s AND COUNT(DISTINCT o.ID) >= %(min_orders)s
-), shard AS (
-    SELECT product_id FROM eligible WHERE order_rank <= %(limit)s AND product_id %% %(of)s = %(shard)s
-), lines AS (
-    SELECT oi.ProductID AS product_id,
+-- Weekly demand of one shard's forecastable products (ProductID modulo `of` = `shard`), with the
+-- eligibility of forecast_products; a `limit` reaches here as the last product kept in the order
+-- (orders DESC, product_id): cutoff_orders and cutoff_product. Weeks start on Monday
+-- (1900-01-01 was a Monday).
+WITH lines AS (
+    SELECT oi.ProductID AS product_id, o.ID AS order_id, ca.ClientID AS customer_id,
            CAST(DATEADD(day, -(DATEDIFF(day, CAST('1900-01-01' AS date), CAST(o.Created AS date)) %% 7),
                         CAST(o.Created AS date)) AS date) AS week_start,
-           oi.Quantity AS quantity,
-           ca.ClientID AS customer_id
+           oi.Quantity AS quantity
     FROM [OrderItem] AS oi
-    JOIN shard AS s ON s.product_id = oi.ProductID
     JOIN [Order] AS o ON o.ID = oi.OrderID
     JOIN [ClientAgreement] AS ca ON ca.ID = o.ClientAgreementID
-    WHERE o.Created >= %(start)s AND o.Created < %(until)s
+    WHERE o.Created >= %(start)s AND o.Created < %(until)s AND oi.ProductID %% %(of)s = %(shard)s
+), eligible AS (
+    SELECT product_id
+    FROM lines
+    GROUP BY product_id
+    HAVING COUNT(DISTINCT customer_id) >= %(min_customers)s AND COUNT(DISTINCT order_id) >= %(min_orders)s
+       AND (COUNT(DISTINCT order_id) > %(cutoff_orders)s
+            OR (COUNT(DISTINCT order_id) = %(cutoff_orders)s AND product_id <= %(cutoff_product)s))
 )
 SELECT l.product_id, l.week_start, SUM(l.quantity) AS quantity,
        COUNT(DISTINCT l.customer_id) AS customers, MAX(p.Category) AS category
 FROM lines AS l
+JOIN eligible AS e ON e.product_id = l.product_id
 LEFT JOIN [Product] AS p ON p.ID = l.product_id
 GROUP BY l.product_id, l.week_start
 ORDER BY l.product_id, l.week_start

@@ -1,18 +1,12 @@
--- Forecastable products of one shard: ordered since %(start)s and before %(until)s by at least
+-- Forecastable products: ordered since %(start)s and before %(until)s by at least
 -- %(min_customers)s distinct customers in %(min_orders)s distinct orders; highest order count first.
-WITH eligible AS (
-    SELECT oi."ProductID" AS product_id,
-           count(DISTINCT o."ID") AS orders,
-           count(DISTINCT ca."ClientID") AS customers,
-           row_number() OVER (ORDER BY count(DISTINCT o."ID") DESC, oi."ProductID") AS order_rank
-    FROM "OrderItem" AS oi
-    JOIN "Order" AS o ON o."ID" = oi."OrderID"
-    JOIN "ClientAgreement" AS ca ON ca."ID" = o."ClientAgreementID"
-    WHERE o."Created" >= %(start)s AND o."Created" < %(until)s AND oi."ProductID" IS NOT NULL
-    GROUP BY oi."ProductID"
-    HAVING count(DISTINCT ca."ClientID") >= %(min_customers)s AND count(DISTINCT o."ID") >= %(min_orders)s
-)
-SELECT product_id, orders, customers
-FROM eligible
-WHERE order_rank <= %(limit)s AND product_id %% %(of)s = %(shard)s
+SELECT oi."ProductID" AS product_id,
+       count(DISTINCT o."ID") AS orders,
+       count(DISTINCT ca."ClientID") AS customers
+FROM "OrderItem" AS oi
+JOIN "Order" AS o ON o."ID" = oi."OrderID"
+JOIN "ClientAgreement" AS ca ON ca."ID" = o."ClientAgreementID"
+WHERE o."Created" >= %(start)s AND o."Created" < %(until)s AND oi."ProductID" IS NOT NULL
+GROUP BY oi."ProductID"
+HAVING count(DISTINCT ca."ClientID") >= %(min_customers)s AND count(DISTINCT o."ID") >= %(min_orders)s
 ORDER BY orders DESC, product_id

@@ -30,18 +30,23 @@ import pytest  # noqa: E402
 
 from include.runtime.services import fresh_database, resolve  # noqa: E402
 
-TEST_DATABASE = "nightshift_test"
-TEST_REDIS_DB = 15
+TEST_DATABASE = f"nightshift_test_{os.getpid()}"  # one per session: parallel sessions never collide
+TEST_REDIS_DB = int(os.environ.get("NIGHTSHIFT_TEST_REDIS_DB", "15"))
 
 
 @pytest.fixture(scope="session")
 def services():
     found = resolve(_RUN_DIR / "services", use_local=True)
-    found.postgres_url = fresh_database(found.postgres_url, TEST_DATABASE)
+    admin_url = found.postgres_url
+    found.postgres_url = fresh_database(admin_url, TEST_DATABASE)
     found.redis_url = found.redis_url.rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
     os.environ.update(found.airflow_env())
     print(f"\ntest services: postgres={found.origin['postgres']} redis={found.origin['redis']}")
     yield found
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEST_DATABASE} WITH (FORCE)")
     found.stop()
 
 
@@ -74,14 +79,16 @@ def airflow_home(services):
     return Path(os.environ["AIRFLOW_HOME"])
 
 
-def run_dag(dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> subprocess.CompletedProcess:
-    """`airflow dags test` in a subprocess, as a user would run it; output kept for asserts."""
+def run_dag(dag_id: str, conf: dict | None = None, logical_date: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`airflow dags test` in a subprocess, as a user would run it; output kept for asserts.
+    `env` adds settings for this run only (e.g. a stricter validation threshold)."""
     cmd = [sys.executable, "-m", "airflow", "dags", "test", dag_id]
     if logical_date:
         cmd.append(logical_date)
     if conf is not None:
         cmd += ["--conf", json.dumps(conf)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), cwd=ROOT, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=900)
 
 
 @pytest.fixture

@@ -18,6 +18,16 @@ from include.runtime.database import SQL_ROOT
 _SHARD = {"shard": 1, "of": 3}
 _FORECAST = {"start": dt.datetime(2019, 1, 1), "until": dt.datetime(2024, 6, 1), "min_customers": 2,
              "min_orders": 3}
+_RECS = {"since": dt.datetime(2024, 3, 1), "until": dt.datetime(2024, 6, 1), "history_start": dt.datetime(2023, 6, 1),
+         "max_customer": 250, **_SHARD}
+
+
+def _decay_params() -> dict:
+    from include.models.popularity import Decay
+
+    return Decay(7.0, 90.0).sql_params(dt.datetime(2024, 6, 1, 12))
+
+
 # Sample parameters of every query; a query missing here fails the coverage test.
 SAMPLE_PARAMS: dict[str, dict] = {
     "count_order_items": {},
@@ -28,7 +38,23 @@ SAMPLE_PARAMS: dict[str, dict] = {
                                "as_of": dt.date(2024, 5, 31), "min_orders": 3, "limit": 10_000, **_SHARD}
        for q in ("users", "stats", "catalog")},
     "forecast_products": _FORECAST,
+    "active_customers": _RECS,
+    "recs_shard_history": _RECS,
+    "recs_training_orders": _RECS,
+    "catalogue": {"until": dt.datetime(2024, 1, 1)},
+    "recs_feedback": {"week": "2024-W10", "since": dt.datetime(2024, 3, 10), "until": dt.datetime(2024, 3, 17)},
     "forecast_weekly_history": {**_FORECAST, **_SHARD, "cutoff_orders": 40, "cutoff_product": 30},
+    # popularity, popular_segments, user_affinity: decayed event scores as of 2024-06-01 12:00
+    **{name: {**_decay_params(), "top_n": 5, "job": "user_affinity", "watermark": dt.datetime(2024, 6, 1),
+              "updated_at": dt.datetime(2024, 6, 2), "full": 1, "changed_since": dt.datetime(2024, 3, 1),
+              "expired_since": dt.datetime(2024, 1, 1), "expired_until": dt.datetime(2024, 1, 2)}
+       for name in ("events_quality", "source_columns", "update_popularity_scores", "popularity_score_stats",
+                    "popularity_top", "popular_segments", "delete_popular_items", "insert_user_affinity_dirty",
+                    "delete_user_category_affinity", "delete_user_profiles", "insert_user_category_affinity",
+                    "insert_user_profiles", "user_affinity_stats", "upsert_job_watermark",
+                    "delete_user_affinity_dirty")},
+    "user_affinity_redis_rows": None,  # reads the run's scratch table (empty here): parsed only
+    "job_watermark": None,  # reads a table empty here: parsed only
 }
 QUERIES = sorted(p.stem for p in (SQL_ROOT / "postgres").glob("*.sql"))
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")

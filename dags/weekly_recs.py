@@ -1,0 +1,90 @@
+"""
+### weekly_recs
+Top-n product recommendations for every active customer, Mondays at 06:00.
+
+Active: an order in the last RECS_ACTIVE_DAYS (90) days before `as_of_date`, IsActive = 1,
+IsBlocked = 0, Deleted = 0. `plan` cuts them into `shard_count` shards; `prepare` fits the
+recommender's global state once (co-purchases, popularity, trends); each mapped `process`
+scores a shard at once and writes `{week}:{customer_id}` (TTL 8 days) and the shard's
+WeeklyRecommendation rows; `measure_feedback` scores last week's recommendations against the
+orders placed since; `validate` checks coverage (>= 95%), score range and failure rate (<= 5%);
+only then `publish` flips `recs:current_week` and writes `recs:metadata:last_run`.
+"""
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+from nightshift_operators import WeeklyRecsShardOperator
+
+from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE, run_date
+from include.runtime.config import SOURCE_POOL
+
+
+@dag(
+    schedule="0 6 * * 1",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["nightshift", "recommendations"],
+    doc_md=__doc__,
+    params={
+        "as_of_date": Param(None, type=["null", "string"], format="date",
+                            description="Recommend as of this date (YYYY-MM-DD); empty: the run's date."),
+        "week": Param(None, type=["null", "string"], pattern=r"^\d{4}-W\d{2}$",
+                      description="ISO week of the keys, e.g. 2025-W46; empty: the week of as_of_date."),
+        "top_n": Param(None, type=["null", "integer"], minimum=1, maximum=200,
+                       description="Recommendations per customer; empty: RECS_TOP_N (25)."),
+        "shard_count": Param(None, type=["null", "integer"], minimum=1, maximum=1024,
+                             description="Parallel shards (the seed's --workers); empty: RECS_WORKERS."),
+        "limit": Param(None, type=["null", "integer"], minimum=1,
+                       description="Only the first N active customers (by ID)."),
+        "dry_run": Param(False, type="boolean", description="Compute everything, write nothing."),
+    },
+)
+def weekly_recs():
+    @task
+    def resolve_settings(**context) -> dict:
+        import datetime as dt
+
+        from include.jobs.weekly_recs import RecsRun
+
+        today = dt.datetime.now(dt.timezone.utc).date()
+        return RecsRun.from_params(context["params"], run_date(context), today, context["run_id"]).to_dict()
+
+    @task(pool=SOURCE_POOL)
+    def plan(run: dict) -> list[dict]:
+        from include.jobs import weekly_recs as job
+
+        return job.plan(job.RecsRun.from_dict(run))
+
+    @task(pool=SOURCE_POOL)
+    def prepare(run: dict) -> dict:
+        from include.jobs import weekly_recs as job
+
+        return job.prepare(job.RecsRun.from_dict(run))
+
+    @task(pool=SOURCE_POOL)
+    def measure_feedback(run: dict) -> dict:
+        from include.jobs import weekly_recs as job
+
+        return job.feedback(job.RecsRun.from_dict(run))
+
+    @task
+    def validate(run: dict, stats: list[dict]) -> dict:
+        from include.jobs import weekly_recs as job
+
+        return job.validate(job.RecsRun.from_dict(run), list(stats))
+
+    @task
+    def publish(run: dict, summary: dict, last_week: dict, **context) -> dict:
+        from include.jobs import weekly_recs as job
+
+        return job.publish(job.RecsRun.from_dict(run), summary, last_week, context["dag_run"].start_date)
+
+    run = resolve_settings()
+    stats = WeeklyRecsShardOperator.partial(task_id="process", run=run, prepared=prepare(run),
+                                            pool=SOURCE_POOL).expand(shard=plan(run))
+    publish(run, validate(run, stats.output), measure_feedback(run))
+
+
+weekly_recs()

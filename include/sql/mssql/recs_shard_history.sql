@@ -1,0 +1,20 @@
+-- Order lines since %(history_start)s and before %(until)s of one shard's active customers
+-- (the rule of active_customers).
+WITH active AS (
+    SELECT c.ID AS customer_id
+    FROM [Client] AS c
+    WHERE c.IsActive = 1 AND c.IsBlocked = 0 AND c.Deleted = 0
+      AND c.ID %% %(of)s = %(shard)s AND c.ID <= %(max_customer)s
+      AND EXISTS (SELECT 1
+                  FROM [ClientAgreement] AS ca
+                  JOIN [Order] AS o ON o.ClientAgreementID = ca.ID
+                  WHERE ca.ClientID = c.ID AND o.Created >= %(since)s AND o.Created < %(until)s)
+)
+SELECT a.customer_id, oi.ProductID AS product_id, o.ID AS order_id, o.Created AS order_date,
+       oi.Quantity AS quantity, oi.Price AS price
+FROM active AS a
+JOIN [ClientAgreement] AS ca ON ca.ClientID = a.customer_id
+JOIN [Order] AS o ON o.ClientAgreementID = ca.ID
+JOIN [OrderItem] AS oi ON oi.OrderID = o.ID
+WHERE o.Created >= %(history_start)s AND o.Created < %(until)s AND oi.ProductID IS NOT NULL
+ORDER BY a.customer_id, o.Created, oi.ID

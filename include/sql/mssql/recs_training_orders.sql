@@ -1,0 +1,9 @@
+-- Every order line since %(history_start)s and before %(until)s: the recommender's global state
+-- (co-purchases, popularity, trends) is learnt from all customers, not only the active ones.
+SELECT ca.ClientID AS customer_id, oi.ProductID AS product_id, o.ID AS order_id,
+       o.Created AS order_date, oi.Quantity AS quantity, oi.Price AS price
+FROM [OrderItem] AS oi
+JOIN [Order] AS o ON o.ID = oi.OrderID
+JOIN [ClientAgreement] AS ca ON ca.ID = o.ClientAgreementID
+WHERE o.Created >= %(history_start)s AND o.Created < %(until)s AND oi.ProductID IS NOT NULL
+ORDER BY o.ID, oi.ID

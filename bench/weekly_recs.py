@@ -1,0 +1,153 @@
+"""Benchmark: weekly_recs' shard path against a seed-style per-customer baseline.
+
+    python -m bench.weekly_recs --customers 100000 --products 50000 [--shards 20] [--baseline-customers 300]
+
+Same synthetic data, same PostgreSQL and Redis, one run:
+- end_to_end: plan, prepare and every shard of the job (one history query per shard, the
+  recommender scoring the shard at once, pipelined SETs, one COPY of the backup rows), shards
+  one after another in this process;
+- seed_baseline: the seed's design, a thread pool of 4 walking active customers, each with its
+  own queries, scoring in Python, one SETEX and row-by-row INSERTs, on a sample of customers.
+`--customers` is the number of active customers aimed at; more are generated, since some lapse.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from bench._common import bench_services, emit, peak_memory_mb, say
+
+AS_OF = dt.date(2024, 12, 29)
+WEEK = "2024-W52"
+SEED_THREADS = 4
+_ACTIVE_SHARE = 0.74  # share of generated customers active in the last 90 days (measured on this generator)
+_SEED_HISTORY = """
+SELECT oi."ProductID", o."Created", oi."Quantity", p."Category"
+FROM "ClientAgreement" ca JOIN "Order" o ON o."ClientAgreementID" = ca."ID"
+JOIN "OrderItem" oi ON oi."OrderID" = o."ID" JOIN "Product" p ON p."ID" = oi."ProductID"
+WHERE ca."ClientID" = %(customer)s AND o."Created" < %(until)s ORDER BY o."Created"
+"""
+_SEED_POPULAR = """
+SELECT oi."ProductID", count(*) AS n FROM "OrderItem" oi JOIN "Order" o ON o."ID" = oi."OrderID"
+JOIN "Product" p ON p."ID" = oi."ProductID"
+WHERE p."Category" = ANY(%(categories)s) AND o."Created" >= %(since)s AND o."Created" < %(until)s
+GROUP BY oi."ProductID" ORDER BY n DESC LIMIT 50
+"""
+
+
+def _seed_customer(local: threading.local, pg_url: str, redis_url: str, customer: int) -> None:
+    """The seed's per-customer body: its queries, Python scoring, one SETEX, 25 INSERTs."""
+    import psycopg
+    import redis
+
+    if not hasattr(local, "db"):
+        local.db, local.redis = psycopg.connect(pg_url), redis.from_url(redis_url)
+    until = dt.datetime.combine(AS_OF, dt.time()) + dt.timedelta(days=1)
+    history = local.db.execute(_SEED_HISTORY, {"customer": customer, "until": until}).fetchall()
+    dates, quantities, categories = defaultdict(list), defaultdict(list), set()
+    for product, created, quantity, category in history:
+        dates[product].append(created)
+        quantities[product].append(quantity)
+        categories.add(category)
+    scores = {}
+    for product, seen in dates.items():
+        gaps = [(b - a).days for a, b in zip(seen, seen[1:])]
+        cycle = sum(gaps) / len(gaps) if gaps else 30.0
+        since = (until - seen[-1]).days
+        scores[product] = (len(seen) / (1 + len(seen))) * min(1.0, since / max(cycle, 1.0))
+    popular = local.db.execute(_SEED_POPULAR, {"categories": list(categories), "since": until - dt.timedelta(days=90),
+                                               "until": until}).fetchall()
+    for rank, (product, _) in enumerate(popular):
+        scores.setdefault(product, 0.5 / (rank + 1))
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:25]
+    doc = {"customer_id": customer, "week": WEEK, "recommendations": [
+        {"product_id": p, "score": round(s, 4), "rank": r + 1} for r, (p, s) in enumerate(top)]}
+    local.redis.setex(f"seed:{WEEK}:{customer}", 691200, json.dumps(doc))
+    with local.db.cursor() as cur:
+        cur.execute('DELETE FROM "WeeklyRecommendation" WHERE "Week" = %s AND "CustomerID" = %s', ("seed", customer))
+        for rank, (product, score) in enumerate(top):
+            cur.execute('INSERT INTO "WeeklyRecommendation" VALUES (%s, %s, %s, %s, %s, %s, %s)',
+                        (customer, "seed", product, rank + 1, min(score, 1.0), "seed", until))
+    local.db.commit()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000, help="active customers to aim for")
+    parser.add_argument("--products", type=int, default=50_000)
+    parser.add_argument("--shards", type=int, default=20)
+    parser.add_argument("--baseline-customers", type=int, default=300)
+    args = parser.parse_args()
+
+    services = bench_services("nightshift_bench_recs")
+    from include.datasets.source_tables import load_source
+    from include.datasets.synthetic import generate
+    from include.jobs import weekly_recs as job
+    from include.runtime.database import Database
+    from include.runtime.schema import migrate
+
+    started = time.monotonic()
+    generated = int(args.customers / _ACTIVE_SHARE)
+    data = generate(customers=generated, products=args.products, start="2023-01-02", end="2024-12-30",
+                    views_per_purchase=0, carts_per_purchase=0, seed=9)
+    with Database("source_db") as db:
+        migrate(db)
+        load_source(db, data.orders, data.products, data.customers)
+        with db.conn.cursor() as cur:
+            cur.execute("ANALYZE")
+        db.conn.commit()
+    say(f"data: {len(data.orders):,} order lines, {generated:,} customers, {args.products:,} products "
+        f"loaded in {time.monotonic() - started:.0f}s")
+    del data
+
+    run = job.RecsRun.from_params({"as_of_date": AS_OF.isoformat(), "shard_count": args.shards}, AS_OF,
+                                  dt.date.today(), "bench")
+    started = time.monotonic()
+    shards = job.plan(run)
+    prepared = job.prepare(run)
+    prepared_at = time.monotonic()
+    stats = [job.process_shard(run, s, prepared["model_dir"]) for s in shards]
+    summary = job.validate(run, stats)
+    job.publish(run, summary, job.feedback(run), None)
+    e2e_seconds = time.monotonic() - started
+    customers = summary["customers"]
+    shard_seconds = [s["seconds"] for s in stats]
+    say(f"end to end: {customers:,} customers in {e2e_seconds:.1f}s ({customers / e2e_seconds:.0f}/s); "
+        f"prepare {prepared_at - started:.1f}s, slowest shard {max(shard_seconds):.1f}s")
+    peak_ours = peak_memory_mb()
+
+    with Database("source_db") as db:
+        active = db.frame("active_customers", run.query_params())["customer_id"].to_numpy()
+    sample = np.random.default_rng(0).choice(active, size=min(args.baseline_customers, len(active)), replace=False)
+    local = threading.local()
+    seed_started = time.monotonic()
+    with ThreadPoolExecutor(SEED_THREADS) as pool:
+        list(pool.map(lambda c: _seed_customer(local, services.postgres_url, services.redis_url, int(c)), sample))
+    seed_seconds = time.monotonic() - seed_started
+    seed_rate = len(sample) / seed_seconds
+    say(f"seed baseline: {len(sample)} customers in {seed_seconds:.1f}s ({seed_rate:.1f}/s)")
+
+    e2e_rate = customers / e2e_seconds
+    emit({"benchmark": "weekly_recs", "active_customers": customers, "products": args.products,
+          "shards": len(shards), "order_lines_trained": prepared["order_lines"],
+          "end_to_end": {"seconds": round(e2e_seconds, 2), "customers_per_s": round(e2e_rate, 1),
+                         "prepare_seconds": round(prepared_at - started, 2),
+                         "shard_seconds_max": max(shard_seconds), "shard_seconds_mean": round(float(np.mean(shard_seconds)), 2),
+                         "coverage": summary["coverage"], "recommendations": summary["recommendations"]},
+          "seed_baseline": {"customers": len(sample), "seconds": round(seed_seconds, 2),
+                            "customers_per_s": round(seed_rate, 2), "threads": SEED_THREADS,
+                            "projected_seconds_for_all": round(customers / seed_rate, 1)},
+          "ratio_end_to_end_vs_seed": round(e2e_rate / seed_rate, 1),
+          "target_seconds": 120, "target_ratio": 100, "peak_memory_mb": peak_ours})
+    services.stop()
+
+
+if __name__ == "__main__":
+    main()

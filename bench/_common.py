@@ -27,6 +27,28 @@ def bench_services(name: str) -> Services:
     return services
 
 
+def load_synthetic_orders(**generate_args) -> int:
+    """Generate synthetic orders (no events), load them into source_db, ANALYZE; order lines loaded."""
+    import time
+
+    from include.datasets.source_tables import load_source
+    from include.datasets.synthetic import generate
+    from include.runtime.database import Database
+    from include.runtime.schema import migrate
+
+    started = time.monotonic()
+    data = generate(views_per_purchase=0, carts_per_purchase=0, **generate_args)
+    with Database("source_db") as db:
+        migrate(db)
+        load_source(db, data.orders, data.products, data.customers)
+        with db.conn.cursor() as cur:
+            cur.execute("ANALYZE")
+        db.conn.commit()
+    say(f"data: {len(data.orders):,} order lines, {len(data.customers):,} customers, {len(data.products):,} "
+        f"products loaded in {time.monotonic() - started:.0f}s")
+    return len(data.orders)
+
+
 def peak_memory_mb(children: bool = False) -> float:
     """Peak resident memory of this process (or of its finished children), in MiB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF

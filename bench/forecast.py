@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from bench._common import bench_services, emit, peak_memory_mb, say
+from bench._common import bench_services, emit, load_synthetic_orders, peak_memory_mb, say
 
 AS_OF = dt.date(2024, 12, 29)
 SEED_WORKERS = 10
@@ -78,24 +78,12 @@ def main() -> None:
     customers = args.customers or int(args.products * 2.5)
 
     services = bench_services("nightshift_bench_forecast")
-    from include.datasets.source_tables import load_source
-    from include.datasets.synthetic import generate
     from include.jobs import forecast_worker as job
     from include.models.forecast import ForecastEngine, panel_from_weekly
     from include.runtime.database import Database
-    from include.runtime.schema import migrate
 
-    started = time.monotonic()
-    data = generate(customers=customers, products=int(args.products * 1.1), start="2021-10-04", end="2024-12-30",
-                    views_per_purchase=0, carts_per_purchase=0, seed=5)
-    with Database("source_db") as db:
-        migrate(db)
-        load_source(db, data.orders, data.products, data.customers)
-        with db.conn.cursor() as cur:
-            cur.execute("ANALYZE")
-        db.conn.commit()
-    say(f"data: {len(data.orders):,} order lines, {customers:,} customers, {len(data.products):,} products "
-        f"loaded in {time.monotonic() - started:.0f}s")
+    order_lines = load_synthetic_orders(customers=customers, products=int(args.products * 1.1), start="2021-10-04",
+                                        end="2024-12-30", seed=5)
 
     run = job.ForecastRun.from_params({"as_of_date": AS_OF.isoformat(), "shard_count": args.shards}, AS_OF,
                                       dt.date.today())
@@ -132,7 +120,7 @@ def main() -> None:
     say(f"seed baseline: {len(sample)} products in {seed_seconds:.1f}s ({seed_rate:.1f}/s, {done} forecast)")
 
     e2e_rate = products / e2e_seconds
-    emit({"benchmark": "forecast", "products": products, "order_lines": len(data.orders), "customers": customers,
+    emit({"benchmark": "forecast", "products": products, "order_lines": order_lines, "customers": customers,
           "shards": len(shards), "end_to_end": {"seconds": round(e2e_seconds, 2), "products_per_s": round(e2e_rate, 1),
                                                 "successful": summary["successful"], "failed": summary["failed"],
                                                 "no_forecast": summary["no_forecast"]},

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from bench._common import bench_services, emit, peak_memory_mb, say
+from bench._common import bench_services, emit, load_synthetic_orders, peak_memory_mb, say
 
 AS_OF = dt.date(2024, 12, 29)
 WEEK = "2024-W52"
@@ -87,25 +87,11 @@ def main() -> None:
     args = parser.parse_args()
 
     services = bench_services("nightshift_bench_recs")
-    from include.datasets.source_tables import load_source
-    from include.datasets.synthetic import generate
     from include.jobs import weekly_recs as job
     from include.runtime.database import Database
-    from include.runtime.schema import migrate
 
-    started = time.monotonic()
-    generated = int(args.customers / _ACTIVE_SHARE)
-    data = generate(customers=generated, products=args.products, start="2023-01-02", end="2024-12-30",
-                    views_per_purchase=0, carts_per_purchase=0, seed=9)
-    with Database("source_db") as db:
-        migrate(db)
-        load_source(db, data.orders, data.products, data.customers)
-        with db.conn.cursor() as cur:
-            cur.execute("ANALYZE")
-        db.conn.commit()
-    say(f"data: {len(data.orders):,} order lines, {generated:,} customers, {args.products:,} products "
-        f"loaded in {time.monotonic() - started:.0f}s")
-    del data
+    load_synthetic_orders(customers=int(args.customers / _ACTIVE_SHARE), products=args.products, start="2023-01-02",
+                          end="2024-12-30", seed=9)
 
     run = job.RecsRun.from_params({"as_of_date": AS_OF.isoformat(), "shard_count": args.shards}, AS_OF,
                                   dt.date.today(), "bench")

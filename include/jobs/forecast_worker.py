@@ -11,9 +11,10 @@ import datetime as dt
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
+from include.jobs.run_params import RunSettings, as_of_date, int_param
 from include.jobs.sharding import failure_rate, shard_plan, total
 from include.runtime import config, dead_letters, metrics
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
@@ -27,7 +28,7 @@ JOB = "forecast_worker"
 
 
 @dataclass(frozen=True)
-class ForecastRun:
+class ForecastRun(RunSettings):
     """A run's settings: DAG params over Variables/environment over the seed's defaults."""
 
     as_of: dt.date
@@ -44,26 +45,12 @@ class ForecastRun:
     @classmethod
     def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date) -> "ForecastRun":
         """Resolve and check what JSON schema cannot: a real date that is not in the future."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raw = params.get("as_of_date")
-        try:
-            as_of = dt.date.fromisoformat(raw) if raw else run_date
-        except ValueError:
-            raise AirflowFailException(f"as_of_date must be a date YYYY-MM-DD, got {raw!r}") from None
-        if as_of > today:
-            raise AirflowFailException(f"as_of_date {as_of} is in the future (today is {today}); "
-                                       "forecasts can only be made from data that exists")
-
-        def pick(name: str, setting: str) -> int:
-            value = params.get(name)
-            return int(value) if value is not None else config.get_int(setting)
-
-        return cls(as_of=as_of, start=dt.date.fromisoformat(config.get("FORECAST_HISTORY_START")),
-                   min_customers=pick("min_customers", "FORECAST_MIN_CUSTOMERS"),
-                   min_orders=pick("min_orders", "FORECAST_MIN_ORDERS"),
-                   cache_ttl=pick("cache_ttl", "FORECAST_CACHE_TTL"),
-                   shard_count=pick("shard_count", "FORECAST_WORKERS"),
+        return cls(as_of=as_of_date(params.get("as_of_date"), run_date, today),
+                   start=dt.date.fromisoformat(config.get("FORECAST_HISTORY_START")),
+                   min_customers=int_param(params, "min_customers", "FORECAST_MIN_CUSTOMERS"),
+                   min_orders=int_param(params, "min_orders", "FORECAST_MIN_ORDERS"),
+                   cache_ttl=int_param(params, "cache_ttl", "FORECAST_CACHE_TTL"),
+                   shard_count=int_param(params, "shard_count", "FORECAST_WORKERS"),
                    limit=params.get("limit"), dry_run=bool(params.get("dry_run", False)),
                    horizon=config.get_int("FORECAST_WEEKS"),
                    max_failure_rate=config.get_float("FORECAST_MAX_FAILURE_RATE"))
@@ -73,14 +60,6 @@ class ForecastRun:
         return {"start": dt.datetime.combine(self.start, dt.time()),
                 "until": dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time()),
                 "min_customers": self.min_customers, "min_orders": self.min_orders, **(shard or {})}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ForecastRun":
-        return cls(**{**data, "as_of": dt.date.fromisoformat(data["as_of"]),
-                      "start": dt.date.fromisoformat(data["start"])})
 
 
 def plan(run: ForecastRun) -> list[dict[str, int]]:

@@ -12,9 +12,10 @@ import datetime as dt
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
+from include.jobs.run_params import RunSettings, as_of_date, int_param
 from include.jobs.sharding import failure_rate, shard_plan, total
 from include.runtime import artifacts, config, metrics
 from include.runtime.bulk_writer import BulkWriter
@@ -36,7 +37,7 @@ def iso_week(day: dt.date) -> str:
 
 
 @dataclass(frozen=True)
-class RecsRun:
+class RecsRun(RunSettings):
     """A run's settings: DAG params over Variables/environment over the seed's defaults."""
 
     as_of: dt.date
@@ -53,21 +54,14 @@ class RecsRun:
     def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date, run_key: str) -> "RecsRun":
         from airflow.sdk.exceptions import AirflowFailException
 
-        raw = params.get("as_of_date")
-        try:
-            as_of = dt.date.fromisoformat(raw) if raw else run_date
-        except ValueError:
-            raise AirflowFailException(f"as_of_date must be a date YYYY-MM-DD, got {raw!r}") from None
-        if as_of > today:
-            raise AirflowFailException(f"as_of_date {as_of} is in the future (today is {today})")
+        as_of = as_of_date(params.get("as_of_date"), run_date, today)
         week = params.get("week") or iso_week(as_of)
         try:
             dt.date.fromisoformat(f"{week}-1")
         except ValueError:
             raise AirflowFailException(f"week must be an ISO week like 2025-W46, got {week!r}") from None
-        top_n = params.get("top_n") or config.get_int("RECS_TOP_N")
-        shard_count = params.get("shard_count") or config.get_int("RECS_WORKERS")
-        return cls(as_of=as_of, week=week, top_n=int(top_n), shard_count=int(shard_count), limit=params.get("limit"),
+        return cls(as_of=as_of, week=week, top_n=int_param(params, "top_n", "RECS_TOP_N"),
+                   shard_count=int_param(params, "shard_count", "RECS_WORKERS"), limit=params.get("limit"),
                    dry_run=bool(params.get("dry_run", False)), active_days=config.get_int("RECS_ACTIVE_DAYS"),
                    ttl=config.get_int("RECS_TTL"), run_key=run_key)
 
@@ -79,13 +73,6 @@ class RecsRun:
         return {"since": self.until - dt.timedelta(days=self.active_days), "until": self.until,
                 "history_start": self.until - dt.timedelta(days=_HISTORY_DAYS),
                 **(shard or {"shard": 0, "of": 1, "max_customer": _NO_LIMIT})}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RecsRun":
-        return cls(**{**data, "as_of": dt.date.fromisoformat(data["as_of"])})
 
 
 def plan(run: RecsRun) -> list[dict[str, int]]:

@@ -79,20 +79,23 @@ def test_recommends_every_active_customer(dag_runner, database, redis_client, da
 def test_rerun_and_retried_shard_are_idempotent(dag_runner, database, redis_client, data):
     from include.jobs import weekly_recs as job
 
+    # the job's steps in process, 3 shards; a shard retried by Airflow runs again with the same descriptor
+    run = job.RecsRun.from_params({"as_of_date": AS_OF, "shard_count": 3}, None, pd.Timestamp.now().date(), "retry")
+    model_dir = job.prepare(run)["model_dir"]
+    shards = job.plan(run)
+    stats = [job.process_shard(run, descriptor, model_dir) for descriptor in shards]
     before = _backup(database, WEEK)
-    out = dag_runner("weekly_recs", {"as_of_date": AS_OF, "shard_count": 2})  # other shards, same week
+    assert len(before) == sum(s["backup_rows"] for s in stats) == 25 * len(_active(data, AS_OF))
+    retried = job.process_shard(run, shards[1], model_dir)
+    assert retried["backup_rows"] == stats[1]["backup_rows"] > 0
+    pd.testing.assert_frame_equal(_backup(database, WEEK)[["customer", "product", "rank"]],
+                                  before[["customer", "product", "rank"]])
+
+    # a rerun of the whole DAG with other shards replaces the week's rows, never adds to them
+    out = dag_runner("weekly_recs", {"as_of_date": AS_OF, "shard_count": 2})
     assert out.returncode == 0, out.stderr[-3000:]
     after = _backup(database, WEEK)
     assert len(after) == len(before) and set(after["customer"]) == set(before["customer"])
-
-    # a shard retried by Airflow runs process_shard again with the same descriptor
-    run = job.RecsRun.from_params({"as_of_date": AS_OF, "shard_count": 2}, None, pd.Timestamp.now().date(), "retry")
-    descriptor = job.plan(run)[1]
-    model_dir = job.prepare(run)["model_dir"]
-    first = job.process_shard(run, descriptor, model_dir)
-    second = job.process_shard(run, descriptor, model_dir)
-    assert first["backup_rows"] == second["backup_rows"] > 0
-    assert len(_backup(database, WEEK)) == len(before)
 
 
 def test_failed_validation_keeps_the_previous_week_live(dag_runner, redis_client, data):

@@ -47,8 +47,8 @@ SEGMENTS = ("loyal", "occasional", "dormant", "new")
 DEFAULT_SEGMENT_WEIGHTS = {
     "loyal": (0.76, 0.20, 0.02, 0.02),
     "occasional": (0.74, 0.20, 0.03, 0.03),
-    "dormant": (0.60, 0.25, 0.075, 0.075),
-    "new": (0.40, 0.25, 0.15, 0.20),
+    "dormant": (0.40, 0.30, 0.15, 0.15),
+    "new": (0.25, 0.20, 0.20, 0.35),
 }
 OUTPUT_COLUMNS = ["customer_id", "rank", "product_id", "score", "source", "product_name", "category",
                   "predicted_quantity", "last_purchased", "purchase_frequency_days", "segment"]

@@ -20,7 +20,7 @@ def load_source(db: Database, orders: pd.DataFrame, products: pd.DataFrame,
                 customers: pd.DataFrame | None = None, events: pd.DataFrame | None = None) -> dict[str, int]:
     """Replace the source tables' contents with these frames; rows written per table."""
     if customers is None:
-        customers = pd.DataFrame({"customer_id": np.unique(orders["customer_id"])})
+        customers = pd.DataFrame({"customer_id": np.sort(orders["customer_id"].unique())})
     first_order = orders.groupby("customer_id")["order_date"].min()
     created = customers["customer_id"].map(first_order) - pd.Timedelta(days=1)
     if "created_at" in customers:

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 JOB = "weekly_recs"
 _NO_LIMIT = 2**62
-_HISTORY_DAYS = 730  # history a shard scores from: two years covers yearly cycles
 
 
 def iso_week(day: dt.date) -> str:
@@ -47,6 +46,7 @@ class RecsRun(RunSettings):
     limit: int | None
     dry_run: bool
     active_days: int
+    history_days: int
     ttl: int
     run_key: str
 
@@ -63,7 +63,7 @@ class RecsRun(RunSettings):
         return cls(as_of=as_of, week=week, top_n=int_param(params, "top_n", "RECS_TOP_N"),
                    shard_count=int_param(params, "shard_count", "RECS_WORKERS"), limit=params.get("limit"),
                    dry_run=bool(params.get("dry_run", False)), active_days=config.get_int("RECS_ACTIVE_DAYS"),
-                   ttl=config.get_int("RECS_TTL"), run_key=run_key)
+                   history_days=config.get_int("RECS_HISTORY_DAYS"), ttl=config.get_int("RECS_TTL"), run_key=run_key)
 
     @property
     def until(self) -> dt.datetime:
@@ -71,7 +71,7 @@ class RecsRun(RunSettings):
 
     def query_params(self, shard: dict[str, int] | None = None) -> dict[str, Any]:
         return {"since": self.until - dt.timedelta(days=self.active_days), "until": self.until,
-                "history_start": self.until - dt.timedelta(days=_HISTORY_DAYS),
+                "history_start": self.until - dt.timedelta(days=self.history_days),
                 **(shard or {"shard": 0, "of": 1, "max_customer": _NO_LIMIT})}
 
 
@@ -96,6 +96,22 @@ def _orders(frame):
         order_date=pd.to_datetime(frame["order_date"]))
 
 
+def _promoted_item_factors():
+    """(item_factors, item_ids, version) of the promoted cf_training model; Nones when there is none
+    or it is damaged (a warning: the recommender goes on without ALS)."""
+    from include.runtime.model_loaders import ArtifactError, load_als
+
+    try:
+        model = load_als()
+    except LookupError:
+        log.info("no promoted ALS model: recommending without item factors")
+        return None, None, None
+    except ArtifactError as exc:
+        log.warning("promoted ALS model unusable, recommending without item factors: %s", exc)
+        return None, None, None
+    return model.item_factors, model.item_ids, model.version
+
+
 def prepare(run: RecsRun) -> dict[str, Any]:
     """Fit the recommender's global state from all orders; save it for the shards."""
     import pandas as pd
@@ -109,10 +125,13 @@ def prepare(run: RecsRun) -> dict[str, Any]:
     catalogue["created_at"] = pd.to_datetime(catalogue["created_at"])
     catalogue["description"] = ""
     loaded = time.monotonic()
-    model = HybridRecommender(top_n=run.top_n).fit(orders, catalogue, run.as_of)
+    item_factors, factor_item_ids, als_version = _promoted_item_factors()
+    model = HybridRecommender(top_n=run.top_n).fit(orders, catalogue, run.as_of, item_factors=item_factors,
+                                                   factor_item_ids=factor_item_ids)
     directory = artifacts.run_directory(JOB, run.run_key)
     model.save(directory)
     info = {"model_dir": str(directory), "order_lines": len(orders), "products": len(catalogue),
+            "als_version": als_version,
             "load_seconds": round(loaded - started, 2), "fit_seconds": round(time.monotonic() - loaded, 2)}
     log_summary("recommender state prepared", info)
     return info

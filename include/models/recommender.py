@@ -472,7 +472,7 @@ def _order_arrays(orders: pd.DataFrame, as_of, item_ids: np.ndarray, customers: 
 def _popularity(cust, item, age, n_items, popularity_days, trending_days):
     """Distinct recent customers per item (scaled to max 1), and trending growth (scaled)."""
     def distinct_customers(mask):
-        key = np.unique(cust[mask] * n_items + item[mask])
+        key = _distinct(cust[mask] * n_items + item[mask])
         return np.bincount(key % n_items, minlength=n_items).astype(np.float64)
 
     pop = distinct_customers(age <= popularity_days)
@@ -482,7 +482,7 @@ def _popularity(cust, item, age, n_items, popularity_days, trending_days):
     before = distinct_customers((age > trending_days) & (age <= 2 * trending_days))
     trend = np.maximum(recent - before, 0.0) / np.sqrt(before + 1.0)
     # momentum: recent buyers vs. the rate of the longer popularity window (seasonality)
-    long_run = distinct_customers(age <= popularity_days) * trending_days / max(popularity_days, 1e-9)
+    long_run = (pop - 1e-3 * pop_all) * trending_days / max(popularity_days, 1e-9)
     momentum = np.clip((recent + 1.0) / (long_run + 1.0), 0.25, 4.0)
     return _scale(pop), _scale(trend), momentum
 
@@ -492,14 +492,23 @@ def _repeat_propensity(cust, item, order, n_items, prior=5.0):
     divided by the mean (1 = an average item)."""
     if len(cust) == 0:
         return np.ones(n_items)
-    key = np.unique(np.stack([cust * n_items + item, order]), axis=1)[0]
-    pair, n_orders = np.unique(key, return_counts=True)
+    # distinct orders per customer-item pair: hashing, not np.unique(axis=1), which sorts rows
+    lines = pd.DataFrame({"pair": cust * n_items + item, "order": order}).drop_duplicates()
+    n_orders_by_pair = lines["pair"].value_counts(sort=False)
+    pair, n_orders = n_orders_by_pair.index.to_numpy(), n_orders_by_pair.to_numpy()
     it = pair % n_items
     buyers = np.bincount(it, minlength=n_items).astype(np.float64)
     repeaters = np.bincount(it[n_orders >= 2], minlength=n_items).astype(np.float64)
     mean = repeaters.sum() / max(buyers.sum(), 1.0)
     rate = (repeaters + prior * mean) / (buyers + prior)
     return rate / max(mean, 1e-9)
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values. numpy 2.4's np.unique takes a hash path that is ~50x slower than
+    a sort on millions of distinct int64 keys (28 s vs 0.4 s for 2.4M here)."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if len(x) else x
 
 
 def _scale(x):
@@ -515,7 +524,7 @@ def _item_similarity(cust, item, n_items, k, alpha):
     """
     if len(cust) == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float64)
-    key = np.unique(cust * n_items + item)
+    key = _distinct(cust * n_items + item)
     c, i = key // n_items, key % n_items
     c = pd.factorize(c)[0]
     n_cust = c.max() + 1
@@ -567,7 +576,7 @@ def _category_pool(item_category, n_cat, popularity, discovery_base, per_categor
         first = np.searchsorted(cat, np.arange(n_cat))
         pos = np.arange(len(order)) - first[cat]
         picked.append(order[pos < per_category])
-    items = np.unique(np.concatenate(picked))
+    items = _distinct(np.concatenate(picked))
     pool = sp.csr_matrix((np.ones(len(items)), (item_category[items], items)),
                          shape=(n_cat, len(item_category)))
     pool.sort_indices()
@@ -594,8 +603,8 @@ def _customer_profile(cust, order, age, n_cust):
     first = np.full(n_cust, np.nan)
     last = np.full(n_cust, np.nan)
     if len(cust):
-        key = np.unique(np.stack([cust, order]), axis=1)
-        n_orders = np.bincount(key[0], minlength=n_cust).astype(np.float64)
+        orders = pd.DataFrame({"cust": cust, "order": order}).drop_duplicates()["cust"].to_numpy()
+        n_orders = np.bincount(orders, minlength=n_cust).astype(np.float64)
         first_v = np.full(n_cust, -np.inf)
         np.maximum.at(first_v, cust, age)
         last_v = np.full(n_cust, np.inf)

@@ -6,4 +6,3 @@ FROM [OrderItem] AS oi
 JOIN [Order] AS o ON o.ID = oi.OrderID
 JOIN [ClientAgreement] AS ca ON ca.ID = o.ClientAgreementID
 WHERE o.Created >= %(history_start)s AND o.Created < %(until)s AND oi.ProductID IS NOT NULL
-ORDER BY o.ID, oi.ID

@@ -22,15 +22,21 @@ DATA = {"customers": 2000, "products": 400, "start": "2022-01-03", "end": "2024-
 
 # Dependency order, and per job where its output shows: the run metadata key, a key pattern, tables.
 JOBS = {
-    "popularity": {"conf": {}, "meta": None, "keys": "popular:*", "tables": ["popular_items"]},
-    "user_affinity": {"conf": {}, "meta": None, "keys": "affinity:user:*", "tables": ["user_category_affinity"]},
-    "cf_training": {"conf": {}, "meta": None, "keys": None, "tables": ["user_similarities"]},
-    "faiss_rebuild": {"conf": {}, "meta": None, "keys": None, "tables": []},
+    "popularity": {"conf": {"as_of": f"{AS_OF}T23:00:00"}, "meta": None, "keys": "popular:[gc]*", "tables": []},
+    "popular_segments": {"conf": {"as_of": f"{AS_OF}T23:00:00"}, "meta": None, "keys": "popular:segment:*",
+                         "tables": ["popular_items"]},
+    "user_affinity": {"conf": {"as_of": f"{AS_OF}T23:00:00", "full_rebuild": True}, "meta": None,
+                      "keys": "affinity:user:*", "tables": ["user_category_affinity", "user_profiles"]},
+    "cf_training": {"conf": {"as_of_date": AS_OF}, "meta": "cf:metadata:last_run", "keys": None,
+                    "tables": ["user_similarities"], "artifacts": "cf_als"},
+    "faiss_rebuild": {"conf": {}, "meta": "faiss:metadata:last_run", "keys": None, "tables": [],
+                      "artifacts": "faiss_products"},
     "weekly_recs": {"conf": {"as_of_date": AS_OF}, "meta": "recs:metadata:last_run", "keys": "2024-W52:*",
                     "tables": ["WeeklyRecommendation"]},
     "forecast_worker": {"conf": {"as_of_date": AS_OF}, "meta": "forecast:metadata:last_run", "keys": "forecast:[0-9]*",
                         "tables": []},
-    "order_insights": {"conf": {"as_of_date": AS_OF}, "meta": None, "keys": "recommendations:user:*", "tables": []},
+    "order_insights": {"conf": {"as_of_date": AS_OF}, "meta": "recommendations:metadata:last_run",
+                       "keys": "recommendations:user:*", "tables": []},
 }
 
 
@@ -72,7 +78,10 @@ def _report(job: str, spec: dict) -> None:
         print(f"    {len(keys)} keys like {spec['keys']}, e.g. {', '.join(keys[:3])}")
         if keys:
             ttl = cache.client.ttl(keys[0])
-            print(f"    {keys[0]} (ttl {ttl}s) = {cache.get(keys[0])[:300]}...")
+            kind = cache.client.type(keys[0]).decode()  # sorted sets (popular:*), hashes (affinity:user:*)
+            value = (cache.client.zrevrange(keys[0], 0, 4, withscores=True) if kind == "zset"
+                     else cache.client.hgetall(keys[0]) if kind == "hash" else cache.get(keys[0]))
+            print(f"    {keys[0]} (ttl {ttl}s) = {str(value)[:300]}...")
     with Database("recs_db") as db:
         for table in spec["tables"]:
             with db.conn.cursor() as cur:  # table names come from the fixed JOBS list above
@@ -80,6 +89,19 @@ def _report(job: str, spec: dict) -> None:
                 print(f"    table {table}: {cur.fetchone()[0]} rows")
             db.conn.commit()
     cache.close()
+    if spec.get("artifacts"):  # a versioned model: its pointer and versions under the artifact root
+        from urllib.parse import unquote, urlsplit
+
+        from include.runtime.model_store import ModelStore
+
+        root = Path(unquote(urlsplit(os.environ.get("ARTIFACT_ROOT", (RUN_DIR / "artifacts").as_uri())).path))
+        store = ModelStore(spec["artifacts"], root=root)
+        pointer = store.pointer() or {}
+        print(f"    artifacts {store.base}: current {pointer.get('version')} ({pointer.get('reason')}), "
+              f"versions {store.version_ids()}")
+        if pointer.get("version"):
+            files = store.metadata(pointer["version"])["files"]
+            print("    files: " + ", ".join(f"{n} {f['shape']} sha256 {f['sha256'][:12]}" for n, f in files.items()))
 
 
 def main() -> int:

@@ -75,6 +75,12 @@ def test_forecasts_every_eligible_product(dag_runner, database, redis_client, or
     assert len(letters) == 1 and letters[0][0] == "forecast_worker"
     assert json.loads(letters[0][2])["product_id"] == bad and "infinite" in letters[0][1]
 
+    from scripts import dead_letters
+
+    listed = dead_letters.main(["--job", "forecast_worker", "--json"])
+    assert [json.loads(x["input"])["product_id"] for x in listed] == [bad]
+    assert dead_letters.main(["--job", "weekly_recs"]) == []
+
 
 def test_failure_rate_above_limit_fails_validate_and_keeps_metadata(dag_runner, redis_client, orders):
     _, bad = orders

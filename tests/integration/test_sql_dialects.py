@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pandas as pd
 import pytest
 import sqlglot
 
 from include.datasets.source_tables import load_source
 from include.datasets.synthetic import generate
+from include.runtime import dead_letters
 from include.runtime.database import SQL_ROOT
 
 _SHARD = {"shard": 1, "of": 3}
@@ -34,6 +36,7 @@ SAMPLE_PARAMS: dict[str, dict] = {
     "truncate_source": None,  # destructive: parsed only
     "delete_weekly_recommendations": {"week": "2024-W10", **_SHARD},
     "delete_dead_letters": {"job_id": "x"},
+    "dead_letters_list": {"job_name": None, "limit": 10},
     **{f"order_insights_{q}": {"since": dt.datetime(2024, 5, 2), "until": dt.datetime(2024, 6, 1),
                                "as_of": dt.date(2024, 5, 31), "min_orders": 3, "limit": 10_000, **_SHARD}
        for q in ("users", "stats", "catalog")},
@@ -46,7 +49,7 @@ SAMPLE_PARAMS: dict[str, dict] = {
     "forecast_weekly_history": {**_FORECAST, **_SHARD, "cutoff_orders": 40, "cutoff_product": 30},
     # popularity, popular_segments, user_affinity: decayed event scores as of 2024-06-01 12:00
     **{name: {**_decay_params(), "top_n": 5, "job": "user_affinity", "watermark": dt.datetime(2024, 6, 1),
-              "updated_at": dt.datetime(2024, 6, 2), "full": 1, "changed_since": dt.datetime(2024, 3, 1),
+              "updated_at": dt.datetime(2024, 6, 2), "full": 0, "changed_since": dt.datetime(2024, 3, 1),
               "expired_since": dt.datetime(2024, 1, 1), "expired_until": dt.datetime(2024, 1, 2)}
        for name in ("events_quality", "source_columns", "update_popularity_scores", "popularity_score_stats",
                     "popularity_top", "popular_segments", "delete_popular_items", "insert_user_affinity_dirty",
@@ -55,6 +58,11 @@ SAMPLE_PARAMS: dict[str, dict] = {
                     "delete_user_affinity_dirty")},
     "user_affinity_redis_rows": None,  # reads the run's scratch table (empty here): parsed only
     "job_watermark": None,  # reads a table empty here: parsed only
+    # cf_training and faiss_rebuild
+    **{name: {"since": dt.datetime(2023, 6, 1), "cutoff": dt.datetime(2024, 5, 1), "until": dt.datetime(2024, 6, 1)}
+       for name in ("cf_order_interactions", "cf_event_interactions")},
+    "delete_user_similarities": None,  # destructive: parsed only
+    "product_texts": {},
 }
 QUERIES = sorted(p.stem for p in (SQL_ROOT / "postgres").glob("*.sql"))
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -103,6 +111,7 @@ def test_migrations_define_the_same_tables(migration):
 def source_data(database):
     data = generate(customers=300, products=60, start="2023-01-02", end="2024-06-03", seed=3)
     load_source(database, data.orders, data.products, data.customers, data.events)
+    dead_letters.record(database, "sample_job", "sample:0/1", pd.DataFrame({"error": ["boom"], "input": [{"id": 1}]}))
     return data
 
 

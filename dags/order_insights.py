@@ -1,0 +1,91 @@
+"""
+### order_insights
+A daily order digest per active user, at 03:00: a summary and a few tips, cached for the API.
+
+`plan` counts the active users (not blocked, not deleted) with at least `min_orders` orders in the
+last `days` days before `as_of_date` and cuts them into `shard_count` shards (customer id % n);
+each mapped `process` loads its users' order statistics (category shares, variety, spend, order
+rhythm) in one query, a generator turns them into `{summary, tips[], generated_at}` and writes
+`recommendations:user:{id}` (TTL 86400). `generator` is `rules` (deterministic, no network; the
+default) or `llm` (an OpenAI-compatible chat endpoint from the Airflow connection `insights_llm`:
+host = base URL, extra `api_keys` = list of keys rotated on HTTP 429, extra `model`). When every
+key is exhausted the run stops at once; other per-user failures are counted, go to the dead-letter
+table, and `validate` fails the run above 5% of users. `publish` then writes
+`recommendations:metadata:last_run`. Trigger with conf to run for another date or generator.
+"""
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+
+from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE, run_date
+from include.runtime.config import SOURCE_POOL
+
+
+@dag(
+    schedule="0 3 * * *",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["nightshift", "insights"],
+    doc_md=__doc__,
+    params={
+        "as_of_date": Param(None, type=["null", "string"], format="date",
+                            description="Describe the orders up to this date (YYYY-MM-DD); empty: the run's date."),
+        "min_orders": Param(None, type=["null", "integer"], minimum=1,
+                            description="Orders a user needs in the window; empty: INSIGHTS_MIN_ORDERS (5)."),
+        "days": Param(None, type=["null", "integer"], minimum=1, maximum=3660,
+                      description="Window length in days before as_of_date; empty: INSIGHTS_DAYS (30)."),
+        "shard_count": Param(None, type=["null", "integer"], minimum=1, maximum=1024,
+                             description="Parallel shards; empty: INSIGHTS_WORKERS (4)."),
+        "limit": Param(None, type=["null", "integer"], minimum=1,
+                       description="Only the N users with the most orders in the window."),
+        "generator": Param(None, type=["null", "string"], enum=[None, "rules", "llm"],
+                           description="rules (deterministic) or llm (connection insights_llm); "
+                                       "empty: INSIGHTS_GENERATOR (rules)."),
+        "cache_ttl": Param(None, type=["null", "integer"], minimum=60,
+                           description="TTL of the digest keys in seconds; empty: INSIGHTS_TTL (86400)."),
+        "dry_run": Param(False, type="boolean", description="Compute everything, write nothing."),
+    },
+)
+def order_insights():
+    @task
+    def resolve_settings(**context) -> dict:
+        import datetime as dt
+
+        from include.jobs.order_insights import InsightsRun
+
+        today = dt.datetime.now(dt.timezone.utc).date()
+        return InsightsRun.from_params(context["params"], run_date(context), today).to_dict()
+
+    @task(pool=SOURCE_POOL)
+    def plan(run: dict) -> list[dict]:
+        from include.jobs import order_insights as job
+
+        return job.plan(job.InsightsRun.from_dict(run))
+
+    @task(pool=SOURCE_POOL)
+    def process(shard: dict, run: dict, **context) -> dict:
+        from include.jobs import order_insights as job
+
+        job_id = f"{context['run_id']}:{shard['shard']}/{shard['of']}"
+        return job.process_shard(job.InsightsRun.from_dict(run), shard["shard"], shard["of"], job_id)
+
+    @task
+    def validate(run: dict, stats: list[dict]) -> dict:
+        from include.jobs import order_insights as job
+
+        return job.validate(job.InsightsRun.from_dict(run), list(stats))
+
+    @task
+    def publish(run: dict, summary: dict, **context) -> dict:
+        from include.jobs import order_insights as job
+
+        return job.publish(job.InsightsRun.from_dict(run), summary, context["dag_run"].start_date)
+
+    run = resolve_settings()
+    stats = process.partial(run=run).expand(shard=plan(run))
+    publish(run, validate(run, stats))
+
+
+order_insights()

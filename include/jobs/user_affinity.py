@@ -1,0 +1,277 @@
+"""user_affinity: per user and category the decayed interaction strength in [0, 1], and MySanta
+user profiles (BATCH_INFRASTRUCTURE job 2, daily).
+
+resolve_settings -> check_inputs -> compute -> publish.
+
+Incremental by construction: with exponential decay every event of a user loses the same factor
+as time passes, so a user's strengths all scale together and the normalised affinities (strength
+over the user's strongest category) change only when the user's event set in the window changes:
+new events in (watermark, as_of], or events leaving the window in (watermark - window,
+as_of - window]. Those users, and only those, are recomputed; the result equals a full rebuild
+(tests/integration/test_user_affinity.py checks it). Not covered: events that arrive late with
+a timestamp before the watermark, and changed decay settings or product categories: run with
+full_rebuild=true then (the param), e.g. weekly.
+
+`compute` fills user_affinity_dirty with the recomputed users, replaces their rows in
+user_category_affinity and user_profiles with set-based INSERT ... SELECT statements and runs the
+post-checks, all in one transaction: a failing check rolls back and the previous values stay.
+`publish` rewrites the users' Redis hashes `affinity:user:{id}` (category -> affinity) and only
+then moves the watermark, so a failed publish is redone by the retry or the next run.
+The tables live on the source_db connection, beside the events the statements read.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from include.jobs import event_scoring
+from include.jobs.event_scoring import fail
+from include.runtime import config, metrics
+from include.runtime.config import SOURCE_CONN_ID
+from include.runtime.database import Database
+from include.runtime.progress import Progress, log_summary
+from include.runtime.redis_cache import RedisCache
+
+log = logging.getLogger(__name__)
+
+JOB = "user_affinity"
+_STATEMENTS = ("delete_user_affinity_dirty", "insert_user_affinity_dirty", "delete_user_category_affinity",
+               "insert_user_category_affinity", "delete_user_profiles", "insert_user_profiles")
+
+
+@dataclass(frozen=True)
+class AffinityRun:
+    """A run's settings; `previous` is the watermark (last successful as_of), None on a full rebuild."""
+
+    as_of: dt.datetime
+    full_rebuild: bool
+    previous: dt.datetime | None
+    half_life_days: float
+    window_days: float
+    weights: dict[str, float]
+    top_n: int
+    ttl: int
+    max_age_hours: float
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], run_after: dt.datetime, now: dt.datetime,
+                    watermark: dt.datetime | None) -> "AffinityRun":
+        pick = event_scoring.pick
+        as_of = event_scoring.resolve_as_of(params.get("as_of"), run_after, now)
+        full = bool(params.get("full_rebuild", False))
+        if not full and watermark is None:
+            log.info("no watermark yet: this run is a full rebuild")
+            full = True
+        elif not full and as_of < watermark:
+            log.info("as_of %s is before the watermark %s: this run is a full rebuild", as_of, watermark)
+            full = True
+        run = cls(as_of=as_of, full_rebuild=full, previous=None if full else watermark,
+                  half_life_days=pick(params, "half_life_days", "AFFINITY_HALF_LIFE_DAYS"),
+                  window_days=pick(params, "window_days", "AFFINITY_WINDOW_DAYS"),
+                  weights=event_scoring.weights_from(params),
+                  top_n=pick(params, "top_n", "PROFILE_TOP_N", int),
+                  ttl=pick(params, "ttl", "AFFINITY_TTL", int),
+                  max_age_hours=pick(params, "freshness_hours", "EVENTS_MAX_AGE_HOURS"))
+        try:
+            run.decay
+        except ValueError as exc:
+            fail(f"bad decay settings: {exc}")
+        if not any(run.weights.values()):
+            fail(f"all event weights are 0 ({run.weights}); at least one must be > 0 to score anything")
+        return run
+
+    @property
+    def decay(self):
+        from include.models.popularity import Decay
+
+        return Decay(self.half_life_days, self.window_days, dict(self.weights))
+
+    @property
+    def since(self) -> dt.datetime:
+        return self.as_of - dt.timedelta(days=self.window_days)
+
+    def dirty_params(self) -> dict[str, Any]:
+        """Which users to recompute: see insert_user_affinity_dirty.sql."""
+        window = dt.timedelta(days=self.window_days)
+        if self.previous is None:
+            return {"full": 1, "as_of": self.as_of, "changed_since": self.since,
+                    "expired_since": self.since, "expired_until": self.since}
+        return {"full": 0, "as_of": self.as_of, "changed_since": max(self.previous, self.since),
+                "expired_since": self.previous - window, "expired_until": self.since}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "as_of": self.as_of.isoformat(),
+                "previous": self.previous.isoformat() if self.previous else None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AffinityRun":
+        return cls(**{**data, "as_of": dt.datetime.fromisoformat(data["as_of"]),
+                      "previous": dt.datetime.fromisoformat(data["previous"]) if data["previous"] else None})
+
+
+def read_watermark() -> dt.datetime | None:
+    with Database(SOURCE_CONN_ID) as db:
+        value = db.scalar("job_watermark", {"job": JOB})
+    return value
+
+
+def check_inputs(run: AffinityRun) -> dict[str, Any]:
+    """Pre-checks: schema, freshness, completeness of the events in the window."""
+    with Database(SOURCE_CONN_ID) as db:
+        event_scoring.check_schema(db, JOB)
+        stats = event_scoring.check_events(db, JOB, run.as_of, run.since, run.max_age_hours)
+    log_summary(f"user_affinity input checks passed (as_of {run.as_of.isoformat()}, "
+                f"{'full rebuild' if run.full_rebuild else f'incremental since {run.previous.isoformat()}'})", stats)
+    return stats
+
+
+def _post_problems(row: dict[str, Any], full: bool, events_in_window: int) -> dict[str, str]:
+    problems = {}
+    if row["out_of_range"]:
+        problems["range"] = f"{row['out_of_range']} affinities outside (0, 1] or NaN"
+    if row["users_at_one"] != row["affinity_users"]:
+        problems["normalised"] = (f"{row['affinity_users'] - row['users_at_one']} users have no category at "
+                                  "affinity 1")
+    if row["bad_profiles"]:
+        problems["profiles"] = f"{row['bad_profiles']} profiles with interaction_count <= 0 or a bad avg_price"
+    if not row["affinity_users"] <= row["profiles"] <= row["dirty_users"]:
+        problems["count"] = (f"expected affinity users ({row['affinity_users']}) <= profiles ({row['profiles']}) "
+                             f"<= recomputed users ({row['dirty_users']})")
+    elif full and events_in_window and not row["profiles"]:
+        problems["count"] = f"a full rebuild over {events_in_window} events produced no profile"
+    return problems
+
+
+def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None,
+            updated_at: dt.datetime | None = None) -> dict[str, Any]:
+    """Recompute the changed users' affinities and profiles and check them, in one transaction."""
+    started = time.monotonic()
+    updated_at = (updated_at or dt.datetime.now(dt.timezone.utc)).replace(tzinfo=None, microsecond=0)
+    params = {**run.decay.sql_params(run.as_of), **run.dirty_params(), "top_n": run.top_n, "updated_at": updated_at}
+    counts: dict[str, int] = {}
+    with Database(SOURCE_CONN_ID) as db:
+        conn = db.conn
+        try:
+            with conn.cursor() as cur:
+                event_scoring.raise_work_mem(db, cur)
+                for name in _STATEMENTS:
+                    step = time.monotonic()
+                    cur.execute(db.sql(name), params)
+                    counts[name] = cur.rowcount
+                    log.info("%s: %d rows in %.1fs", name, cur.rowcount, time.monotonic() - step)
+                cur.execute(db.sql("user_affinity_stats"), {})
+                row = {k: int(v or 0) for k, v in zip([d[0] for d in cur.description], cur.fetchone())}
+            problems = _post_problems(row, run.full_rebuild, int((input_stats or {}).get("events_in_window", 0)))
+            for check in ("range", "normalised", "profiles", "count"):
+                metrics.check(JOB, check, check not in problems)
+            if problems:
+                fail(f"user_affinity post-checks failed: {problems}. Rolled back: the previous affinities and "
+                     "profiles stay live.", JOB)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    stats = {"mode": "full" if run.full_rebuild else "incremental", "users_recomputed": row["dirty_users"],
+             "affinity_rows": row["affinity_rows"], "affinity_users": row["affinity_users"],
+             "profiles": row["profiles"], "rows_deleted": counts["delete_user_category_affinity"],
+             "seconds": round(time.monotonic() - started, 3)}
+    log_summary(f"user_affinity committed (as_of {run.as_of.isoformat()})", stats)
+    return stats
+
+
+def read_rows(db: Database, name: str, params: dict[str, Any] | None = None):
+    """A query's rows as a DataFrame; on PostgreSQL through COPY, several times faster for millions."""
+    import pandas as pd
+
+    if db.dialect != "postgres":
+        return db.frame(name, params)
+    buffer = io.BytesIO()
+    with db.conn.cursor() as cur:
+        with cur.copy(f"COPY ({db.sql(name).strip()}) TO STDOUT (FORMAT csv, HEADER true)", params) as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+    db.conn.commit()
+    buffer.seek(0)
+    return pd.read_csv(buffer, keep_default_na=False, na_values=[""])
+
+
+# Replaces each user's hash in one server-side call per chunk: DEL, then HSET of its fields (and
+# EXPIRE). redis-py packs commands in pure Python at about 10,000 users a second; a script fed
+# flat JSON arrays moves the per-user loop into Redis. The keys travel as KEYS (cluster-safe
+# when a chunk's keys share a slot; on a single node any keys do).
+_REPLACE_HASHES = """
+local data = cjson.decode(ARGV[1])
+local counts, fields, values = data[1], data[2], data[3]
+local ttl = tonumber(ARGV[2])
+local j = 1
+for i = 1, #KEYS do
+  redis.call('DEL', KEYS[i])
+  local n = counts[i]
+  if n > 0 then
+    local args = {}
+    for k = 0, n - 1 do
+      args[2 * k + 1] = fields[j + k]
+      args[2 * k + 2] = values[j + k]
+    end
+    redis.call('HSET', KEYS[i], unpack(args))
+    if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+  end
+  j = j + n
+end
+return #KEYS
+"""
+
+
+def write_hashes(cache: RedisCache, rows, key: str, ttl: int | None, chunk_users: int = 2000) -> dict[str, int]:
+    """Replace each user's hash with its (category, affinity) rows, rows sorted by user; a user whose
+    only row has a null category loses the hash. Each chunk of users is replaced atomically."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    users = rows["user_id"].to_numpy()
+    if len(users) == 0:
+        return {"users": 0, "hashes": 0, "deleted": 0}
+    has = pd.notna(rows["category"]).to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.add.reduceat(has.astype(np.int64), starts)
+    offsets = np.r_[0, np.cumsum(counts)]
+    fields = rows["category"].to_numpy(dtype=object)[has].tolist()
+    values = list(map(repr, rows["affinity"].to_numpy(dtype=float)[has].tolist()))
+    keys = [key.format(user_id=u) for u in users[starts].tolist()]
+    script = cache.client.register_script(_REPLACE_HASHES)
+    progress = Progress("affinity hashes", len(keys), every=max(chunk_users * 50, 1))
+    for a in range(0, len(keys), chunk_users):
+        b = min(a + chunk_users, len(keys))
+        payload = json.dumps([counts[a:b].tolist(), fields[offsets[a]:offsets[b]], values[offsets[a]:offsets[b]]])
+        script(keys=keys[a:b], args=[payload, int(ttl or 0)])
+        progress.update(succeeded=b - a)
+    hashes = int((counts > 0).sum())
+    return {"users": len(keys), "hashes": hashes, "deleted": len(keys) - hashes}
+
+
+def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | None = None) -> dict[str, Any]:
+    """The recomputed users' Redis hashes, then the watermark, then the run metrics."""
+    started = time.monotonic()
+    with Database(SOURCE_CONN_ID) as db:
+        rows = read_rows(db, "user_affinity_redis_rows")
+        cache = RedisCache()
+        try:
+            written = write_hashes(cache, rows, config.get("AFFINITY_KEY"), run.ttl or None)
+        finally:
+            cache.close()
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        db.execute("upsert_job_watermark", {"job": JOB, "watermark": run.as_of, "updated_at": now})
+    elapsed = ((dt.datetime.now(dt.timezone.utc) - started_at).total_seconds() if started_at
+               else stats.get("seconds", 0.0) + time.monotonic() - started)
+    metrics.quality(JOB, "users_recomputed", stats.get("users_recomputed", 0))
+    metrics.job_run(JOB, "success", elapsed, stats.get("users_recomputed", 0))
+    summary = {**stats, **{f"redis_{k}": v for k, v in written.items()}, "watermark": run.as_of.isoformat(),
+               "redis_seconds": round(time.monotonic() - started, 3)}
+    log_summary("user_affinity published", summary)
+    return summary

@@ -1,0 +1,2 @@
+-- Forget the previous run's recomputed users.
+DELETE FROM user_affinity_dirty

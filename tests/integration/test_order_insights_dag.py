@@ -1,0 +1,148 @@
+"""order_insights under `airflow dags test` on real PostgreSQL and Redis (and a loopback LLM endpoint)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from include.datasets.source_tables import load_source
+from include.datasets.synthetic import generate
+from tests.integration._llm_server import ChatServer
+
+AS_OF = "2024-05-31"
+MIN_ORDERS = 3  # the small test data has few users with the default 5 orders in 30 days
+META = "recommendations:metadata:last_run"
+
+
+@pytest.fixture(scope="module")
+def eligible(database) -> dict[int, int]:
+    """Orders in the 30 days up to AS_OF of every active user with at least MIN_ORDERS of them."""
+    data = generate(customers=300, products=60, start="2023-01-02", end="2024-06-03", seed=3)
+    load_source(database, data.orders, data.products, data.customers)
+    with database.conn.cursor() as cur:
+        cur.execute("DELETE FROM dead_letter")
+    database.conn.commit()
+    until = pd.Timestamp(AS_OF) + pd.Timedelta(days=1)
+    window = data.orders[(data.orders["order_date"] >= until - pd.Timedelta(days=30))
+                         & (data.orders["order_date"] < until)]
+    counts = window.groupby("customer_id")["order_id"].nunique()
+    c = data.customers.set_index("customer_id")
+    active = c[(c["is_active"] == 1) & (c["is_blocked"] == 0) & (c["deleted"] == 0)].index
+    counts = counts[(counts >= MIN_ORDERS) & counts.index.isin(active)]
+    assert len(counts) >= 10
+    return {int(k): int(v) for k, v in counts.items()}
+
+
+@pytest.fixture
+def llm_connection():
+    """Points the insights_llm connection at a loopback server for the DAG run; restores the environment."""
+    saved = {k: os.environ.get(k) for k in ("AIRFLOW_CONN_INSIGHTS_LLM", "INSIGHTS_LLM_BACKOFF_CAP")}
+
+    def point(server: ChatServer, keys: list[str]) -> None:
+        os.environ["AIRFLOW_CONN_INSIGHTS_LLM"] = json.dumps(
+            {"conn_type": "http", "host": server.base_url, "extra": {"api_keys": keys, "model": "test-model"}})
+        os.environ["INSIGHTS_LLM_BACKOFF_CAP"] = "0"
+
+    yield point
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _written(redis_client) -> list[bytes]:
+    """This job's keys (other jobs' tests may share the Redis db)."""
+    return list(redis_client.scan_iter("recommendations:*"))
+
+
+def _keys(redis_client) -> dict[int, dict]:
+    return {int(k.decode().rsplit(":", 1)[1]): json.loads(redis_client.get(k))
+            for k in redis_client.scan_iter("recommendations:user:*")}
+
+
+def test_rules_digest_for_every_eligible_user(dag_runner, redis_client, eligible):
+    out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "shard_count": 3})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    docs = _keys(redis_client)
+    assert set(docs) == set(eligible)
+    for customer_id, doc in docs.items():
+        assert set(doc) == {"summary", "tips", "generated_at", "generator"} and doc["generator"] == "rules"
+        orders = eligible[customer_id]
+        assert doc["summary"].startswith(f"{orders} orders in the last 30 days"), doc["summary"]
+        assert 2 <= len(doc["tips"]) <= 4 and all(isinstance(t, str) and t for t in doc["tips"])
+        assert any("% of your spend" in t or "spread over" in t for t in doc["tips"])
+    assert any("best seller" in t for doc in docs.values() for t in doc["tips"])
+    ttl = redis_client.ttl(f"recommendations:user:{min(docs)}")
+    assert 86000 < ttl <= 86400
+
+    meta = json.loads(redis_client.get(META))
+    assert meta["as_of_date"] == AS_OF and meta["generator"] == "rules" and meta["dry_run"] is False
+    assert meta["total_users"] == meta["successful"] == meta["keys_written"] == len(eligible)
+    assert meta["failed"] == 0 and meta["min_orders"] == MIN_ORDERS and meta["days"] == 30
+    assert 0 < redis_client.ttl(META) <= 86400
+
+
+def test_dry_run_writes_nothing(dag_runner, redis_client, eligible):
+    out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "dry_run": True})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _written(redis_client) == []
+
+
+def test_llm_generator_rotates_past_a_refused_key(dag_runner, redis_client, eligible, llm_connection):
+    with ChatServer({"revoked": [401]}) as server:
+        llm_connection(server, ["revoked", "good"])
+        out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "generator": "llm",
+                                            "limit": 5, "shard_count": 2})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    docs = _keys(redis_client)
+    top5 = sorted(eligible, key=lambda c: (-eligible[c], c))[:5]
+    assert set(docs) == set(top5)
+    for customer_id, doc in docs.items():
+        assert doc["generator"] == "llm" and doc["summary"].startswith(f"{eligible[customer_id]} orders, ")
+        assert doc["tips"][1] == "Order on a fixed day."
+    assert server.keys_used().count("revoked") <= 2  # once per shard, then exhausted
+    assert server.keys_used().count("good") == 5
+    prompt = json.loads(server.requests[-1]["payload"]["messages"][-1]["content"])
+    assert {"orders", "spend", "category_shares", "suggestions", "mean_days_between_orders"} <= set(prompt)
+    meta = json.loads(redis_client.get(META))
+    assert meta["generator"] == "llm" and meta["successful"] == 5 and meta["llm_requests"] >= 5
+
+
+def test_all_keys_exhausted_stops_the_run_at_once(dag_runner, redis_client, eligible, llm_connection):
+    redis_client.set(META, json.dumps({"as_of_date": "previous"}))
+    with ChatServer({"k1": [429], "k2": [402]}) as server:
+        llm_connection(server, ["k1", "k2"])
+        out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "generator": "llm",
+                                            "shard_count": 1})
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "order_insights stopped: all 2 API keys are exhausted" in text
+    assert len(server.requests) == 4  # k1 three 429s, k2 one 402: no retry of the failed task
+    assert json.loads(redis_client.get(META)) == {"as_of_date": "previous"}
+    assert _written(redis_client) == [META.encode()]
+
+
+def test_llm_without_connection_fails_in_plan(dag_runner, redis_client, eligible):
+    assert "AIRFLOW_CONN_INSIGHTS_LLM" not in os.environ
+    out = dag_runner("order_insights", {"as_of_date": AS_OF, "generator": "llm"})
+    assert out.returncode != 0
+    assert "needs the Airflow connection 'insights_llm'" in out.stdout + out.stderr
+    assert _written(redis_client) == []
+
+
+@pytest.mark.parametrize("conf, message", [
+    ({"as_of_date": "2999-01-01"}, "as_of_date 2999-01-01 is in the future"),
+    ({"as_of_date": "yesterday"}, "Invalid input for param as_of_date"),
+    ({"min_orders": 0}, "Invalid input for param min_orders"),
+    ({"generator": "gpt"}, "Invalid input for param generator"),
+    ({"shard_count": 5000}, "Invalid input for param shard_count"),
+], ids=["future", "not-a-date", "zero-orders", "unknown-generator", "too-many-shards"])
+def test_bad_params_are_rejected_before_any_work(dag_runner, redis_client, eligible, conf, message):
+    out = dag_runner("order_insights", {"as_of_date": AS_OF, **conf})
+    assert out.returncode != 0
+    assert message in out.stdout + out.stderr
+    assert _written(redis_client) == []

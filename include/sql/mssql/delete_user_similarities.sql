@@ -1,0 +1,2 @@
+-- cf_training: user_similarities is rebuilt whole from the promoted model, in one transaction.
+DELETE FROM user_similarities

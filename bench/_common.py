@@ -11,15 +11,17 @@ from pathlib import Path
 from include.runtime.services import Services, fresh_database, resolve
 
 
-def bench_services(name: str) -> Services:
-    """PostgreSQL (a fresh database `name`) and Redis (db 14, flushed); connections exported."""
+def bench_services(name: str, fresh: bool = True) -> Services:
+    """PostgreSQL (database `name`, created anew unless `fresh` is False) and Redis (db 14, flushed);
+    connections exported."""
     import redis
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"nightshift-{name}-"))
     os.environ.setdefault("AIRFLOW_HOME", str(run_dir / "airflow"))
     os.environ.setdefault("ARTIFACT_ROOT", (run_dir / "artifacts").as_uri())
     services = resolve(run_dir, use_local=True)
-    services.postgres_url = fresh_database(services.postgres_url, name)
+    services.postgres_url = (fresh_database(services.postgres_url, name) if fresh
+                             else services.postgres_url.rsplit("/", 1)[0] + "/" + name)
     services.redis_url = services.redis_url.rsplit("/", 1)[0] + "/14"
     redis.from_url(services.redis_url).flushdb()
     os.environ.update(services.airflow_env())

@@ -101,7 +101,7 @@ DEFAULTS: dict[str, str] = {
     "DEAD_LETTER_RETENTION_DAYS": "30",
     "PROGRESS_EVERY": "1000",
     # observability (include/runtime/metrics.py, scripts/health.py)
-    "JOB_STATE_KEY": "nightshift:job:{job}",
+    "JOB_STATE_KEY": "nightshift_job_state_{job}",  # an Airflow Variable per job
 }
 
 

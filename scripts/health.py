@@ -1,0 +1,239 @@
+"""Operational health of the batch outputs, for a person or a monitor: `python -m scripts.health`.
+
+Answers the seeds' questions from what the API serves (Redis) and the jobs' state:
+- week_key: is `recs:current_week` set, and to the current ISO week?
+- week_customers: how many `{week}:{customer_id}` keys are cached for it, against the run's count?
+- metadata_age:<job>: how old is each job's last-run metadata (its own key, else the job state
+  Variable that include/runtime/metrics.py keeps), against a limit derived from its schedule?
+- forecast_failures: does `forecast:metadata:last_run` show failed products (above 5%: critical)?
+- consecutive_failures:<job>: how many runs in a row failed (3 or more: critical)?
+
+Job state (last success, consecutive failures) comes from the JOB_STATE_KEY Airflow Variables that
+include/runtime/metrics.py keeps: run it where Airflow's metadata DB is configured (AIRFLOW_HOME /
+AIRFLOW__DATABASE__SQL_ALCHEMY_CONN), e.g. in the scheduler's container.
+
+Exit code (Nagios/Icinga convention, usable by any monitor): 0 OK, 1 WARNING, 2 CRITICAL,
+3 UNKNOWN (Redis unreachable). `--json` prints one JSON object; `--emit` also sends the results
+as StatsD gauges (nightshift.health.<check>, nightshift.job.<job>.data_age_seconds,
+nightshift.quality.weekly_recs.customers_cached) for the Grafana alerts.
+Redis comes from the `redis_default` Airflow connection (AIRFLOW_CONN_REDIS_DEFAULT works), or --redis-url.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+STATUS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+# job -> (metadata key setting or None, timestamp field, warn after, critical after) in seconds.
+# Limits follow the schedules: a daily job is late after a missed run, critical after a week
+# (the seed's "forecast metadata older than 8 days"); weekly jobs get 8 / 15 days.
+JOBS: dict[str, tuple[str | None, str | None, float, float]] = {
+    "weekly_recs": ("RECS_METADATA_KEY", "completed_at", 8 * DAY, 15 * DAY),
+    "forecast_worker": ("FORECAST_METADATA_KEY", "last_run", 26 * HOUR, 8 * DAY),
+    "order_insights": ("INSIGHTS_METADATA_KEY", "last_run", 26 * HOUR, 3 * DAY),
+    "cf_training": ("CF_METADATA_KEY", "completed_at", 2 * DAY, 8 * DAY),
+    "faiss_rebuild": ("FAISS_METADATA_KEY", "completed_at", 8 * DAY, 15 * DAY),
+    "popularity": (None, None, 30 * 60, 2 * HOUR),
+    "popular_segments": (None, None, HOUR, 4 * HOUR),
+    "user_affinity": (None, None, 26 * HOUR, 3 * DAY),
+}
+HEALTH_CHECKS = ("week_key", "week_customers", "forecast_failures", "metadata_age", "consecutive_failures")
+
+
+@dataclass
+class Result:
+    check: str
+    status: int
+    message: str
+    value: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": STATUS[self.status]}
+
+
+def iso_week(day: dt.date) -> str:
+    year, week, _ = day.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _parse_time(raw: Any) -> dt.datetime | None:
+    if raw in (None, ""):
+        return None
+    try:
+        if isinstance(raw, (int, float)) or str(raw).replace(".", "", 1).isdigit():
+            return dt.datetime.fromtimestamp(float(raw), dt.timezone.utc)
+        parsed = dt.datetime.fromisoformat(str(raw))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def _get_json(client, key: str) -> Any:
+    raw = client.get(key)
+    return None if raw is None else json.loads(raw)
+
+
+def check_week(client, now: dt.datetime, settings, count_keys: bool = True) -> list[Result]:
+    pointer_key = settings("RECS_POINTER_KEY")
+    raw = client.get(pointer_key)
+    week = raw.decode() if isinstance(raw, bytes) else raw
+    current, previous = iso_week(now.date()), iso_week(now.date() - dt.timedelta(days=7))
+    if not week:
+        return [Result("week_key", CRITICAL, f"{pointer_key} is not set: the API has no weekly recommendations")]
+    if week == current:
+        results = [Result("week_key", OK, f"{pointer_key} = {week} (current week)", week)]
+    elif week == previous and now.weekday() == 0 and now.hour < 12:
+        results = [Result("week_key", OK, f"{pointer_key} = {week}; this week's run is due Monday 06:00", week)]
+    elif week == previous:
+        results = [Result("week_key", WARNING, f"{pointer_key} = {week}, not the current week {current}: "
+                                               "this week's weekly_recs run did not publish", week)]
+    else:
+        results = [Result("week_key", CRITICAL, f"{pointer_key} = {week}, more than a week behind {current}", week)]
+    if not count_keys:
+        return results
+    meta = _get_json(client, settings("RECS_METADATA_KEY")) or {}
+    expected = meta.get("successful") if meta.get("week") == week else None
+    template = settings("RECS_KEY")
+    pattern = template.format(week=week, customer_id="*")
+    cached = sum(1 for _ in client.scan_iter(match=pattern, count=10_000))
+    if cached == 0:
+        results.append(Result("week_customers", CRITICAL, f"no {pattern} keys cached for {week}", 0))
+    elif expected and cached < 0.95 * expected:
+        results.append(Result("week_customers", WARNING, f"{cached} customers cached for {week}, the run wrote "
+                                                         f"{expected}: keys expired or evicted", cached))
+    else:
+        results.append(Result("week_customers", OK, f"{cached} customers cached for {week}"
+                                                    + (f" (run wrote {expected})" if expected else ""), cached))
+    return results
+
+
+def check_metadata(client, now: dt.datetime, settings, state) -> list[Result]:
+    results = []
+    for job, (key_setting, field, warn, crit) in JOBS.items():
+        stamp, source = None, None
+        if key_setting:
+            key = settings(key_setting)
+            meta = _get_json(client, key)
+            if meta:
+                stamp, source = _parse_time(meta.get(field)), key
+        if stamp is None:
+            stamp, source = _parse_time(state(job).get("last_success")), f"job state of {job}"
+        if stamp is None:
+            results.append(Result(f"metadata_age:{job}", WARNING, f"{job}: no run metadata found (never ran?)"))
+            continue
+        age = (now - stamp).total_seconds()
+        status = CRITICAL if age > crit else WARNING if age > warn else OK
+        results.append(Result(f"metadata_age:{job}", status,
+                              f"{job}: last run {age / HOUR:.1f} h ago ({source}; warn > {warn / HOUR:.0f} h, "
+                              f"critical > {crit / HOUR:.0f} h)", round(age)))
+    return results
+
+
+def check_forecast(client, settings, max_rate: float) -> Result:
+    meta = _get_json(client, settings("FORECAST_METADATA_KEY"))
+    if not meta:
+        return Result("forecast_failures", WARNING, "forecast:metadata:last_run missing: no forecast run published")
+    failed, total = int(meta.get("failed") or 0), int(meta.get("total_products") or 0)
+    rate = failed / total if total else 0.0
+    if total == 0:
+        return Result("forecast_failures", WARNING, "the last forecast run had no products", rate)
+    if rate > max_rate:
+        return Result("forecast_failures", CRITICAL, f"{failed} of {total} forecasts failed ({rate:.1%} > "
+                                                     f"{max_rate:.0%}); see the dead_letter table", rate)
+    if failed:
+        return Result("forecast_failures", WARNING, f"{failed} of {total} forecasts failed ({rate:.1%})", rate)
+    return Result("forecast_failures", OK, f"0 of {total} forecasts failed", rate)
+
+
+def check_failures(state) -> list[Result]:
+    results = []
+    for job in JOBS:
+        count = int(state(job).get("consecutive_failures") or 0)
+        status = CRITICAL if count >= 3 else WARNING if count >= 1 else OK
+        results.append(Result(f"consecutive_failures:{job}", status, f"{job}: {count} failed runs in a row", count))
+    return results
+
+
+def run_checks(client, now: dt.datetime | None = None, settings=None, count_keys: bool = True,
+               state=None) -> list[Result]:
+    """Every check; `state(job)` gives the job state dict (default: metrics.job_state, the
+    JOB_STATE_KEY Airflow Variable), read once per job."""
+    from include.runtime import config, metrics
+
+    settings = settings or config.get
+    now = now or dt.datetime.now(dt.timezone.utc)
+    reader = state or metrics.job_state
+    cache: dict[str, dict] = {}
+
+    def job_state(job: str) -> dict:
+        if job not in cache:
+            cache[job] = reader(job) or {}
+        return cache[job]
+
+    results = check_week(client, now, settings, count_keys)
+    results += check_metadata(client, now, settings, job_state)
+    results.append(check_forecast(client, settings, float(settings("FORECAST_MAX_FAILURE_RATE"))))
+    results += check_failures(job_state)
+    return results
+
+
+def emit(results: list[Result]) -> None:
+    from include.runtime import metrics
+
+    worst: dict[str, int] = {}
+    for r in results:
+        base = r.check.split(":")[0]
+        worst[base] = max(worst.get(base, OK), r.status)
+        if base == "metadata_age" and r.value is not None:
+            metrics.data_age(r.check.split(":")[1], r.value)
+        if r.check == "week_customers" and r.value is not None:
+            metrics.quality("weekly_recs", "customers_cached", r.value)
+    for base, status in worst.items():
+        metrics.health(base, status == OK)
+
+
+def _client(url: str | None):
+    if url:
+        import redis
+
+        return redis.from_url(url)
+    from include.runtime.redis_cache import RedisCache
+
+    return RedisCache().client
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.health", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    parser.add_argument("--emit", action="store_true", help="also send the results as StatsD gauges")
+    parser.add_argument("--no-count", action="store_true", help="skip counting the week's keys (a SCAN)")
+    parser.add_argument("--redis-url", help="redis://host:port/db instead of the redis_default connection")
+    args = parser.parse_args(argv)
+    try:
+        client = _client(args.redis_url)
+        client.ping()
+        results = run_checks(client, count_keys=not args.no_count)
+    except Exception as exc:  # a monitor must get UNKNOWN, not a traceback
+        results = [Result("redis", UNKNOWN, f"cannot read Redis: {type(exc).__name__}: {exc}")]
+    code = max(r.status for r in results)
+    if args.emit and code != UNKNOWN:
+        emit(results)
+    if args.json:
+        print(json.dumps({"status": STATUS[code], "exit_code": code, "checks": [r.to_dict() for r in results]}))
+    else:
+        for r in results:
+            print(f"{STATUS[r.status]:<9} {r.check:<38} {r.message}")
+        print(f"overall: {STATUS[code]}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.jobs.run_params import RunSettings, as_of_date, int_param
-from include.jobs.sharding import failure_rate, shard_plan, total
+from include.jobs.sharding import failure_gate, shard_plan, total
 from include.runtime import config, dead_letters, metrics
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
@@ -168,14 +168,9 @@ def validate(run: ForecastRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException
 
     summary = total(stats)
-    rate = failure_rate(summary.get("failed", 0), summary.get("products", 0))
-    summary["failure_rate"] = round(rate, 4)
-    passed = rate <= run.max_failure_rate
-    metrics.check(JOB, "failure_rate", passed)
-    metrics.quality(JOB, "failure_rate", rate)
+    rate, passed = failure_gate(JOB, summary, "products", run.max_failure_rate)
     log_summary("forecast validation", summary)
     if not passed:
-        metrics.job_run(JOB, "failed", 0.0, summary.get("products", 0))
         raise AirflowFailException(
             f"{summary['failed']} of {summary['products']} products failed ({rate:.1%} > {run.max_failure_rate:.0%}); "
             "the previous forecast metadata stays in place. See the dead_letter table for the errors.")

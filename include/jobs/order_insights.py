@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.jobs.run_params import RunSettings, as_of_date, int_param
-from include.jobs.sharding import failure_rate, shard_plan, total
+from include.jobs.sharding import failure_gate, shard_plan, total
 from include.runtime import config, dead_letters, metrics
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
@@ -201,14 +201,9 @@ def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size
 def validate(run: InsightsRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the shards; fail the run (no metadata published) above the failure-rate limit."""
     summary = total(stats)
-    rate = failure_rate(summary.get("failed", 0), summary.get("users", 0))
-    summary["failure_rate"] = round(rate, 4)
-    passed = rate <= run.max_failure_rate
-    metrics.check(JOB, "failure_rate", passed)
-    metrics.quality(JOB, "failure_rate", rate)
+    rate, passed = failure_gate(JOB, summary, "users", run.max_failure_rate)
     log_summary("order insights validation", summary)
     if not passed:
-        metrics.job_run(JOB, "failed", 0.0, summary.get("users", 0))
         raise _fail(f"{summary['failed']} of {summary['users']} users got no digest ({rate:.1%} > "
                     f"{run.max_failure_rate:.0%}); the previous run metadata stays in place. See the dead_letter "
                     f"table (job_name {JOB!r}) for the errors.")

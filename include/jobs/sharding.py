@@ -27,3 +27,19 @@ def total(stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def failure_rate(failed: int, processed: int) -> float:
     return failed / processed if processed else 0.0
+
+
+def failure_gate(job: str, summary: dict[str, Any], processed_key: str, max_rate: float) -> tuple[float, bool]:
+    """Record the run's failure rate in `summary` and as metrics; (rate, within the limit).
+    On a breach it also counts the run as failed, so the caller only raises its message."""
+    from include.runtime import metrics
+
+    processed = summary.get(processed_key, 0)
+    rate = failure_rate(summary.get("failed", 0), processed)
+    summary["failure_rate"] = round(rate, 4)
+    passed = rate <= max_rate
+    metrics.check(job, "failure_rate", passed)
+    metrics.quality(job, "failure_rate", rate)
+    if not passed:
+        metrics.job_run(job, "failed", 0.0, processed)
+    return rate, passed

@@ -3,6 +3,10 @@ the test owns. A success, two runs failed in resolve_settings (the on_failure_ca
 failed in validate (job_run("failed") and the callback: counted once), and a success again."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,10 +21,17 @@ P = "airflow.nightshift."
 STATE = "nightshift_job_state_weekly_recs"  # the Airflow Variable (JOB_STATE_KEY) in the test metadata DB
 
 
-def _state() -> dict:
-    from include.runtime.metrics import job_state
+def _airflow(*args: str) -> subprocess.CompletedProcess:
+    """The Airflow CLI against the metadata DB the DAG runs use (as an operator would read it)."""
+    return subprocess.run([sys.executable, "-m", "airflow", *args], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=300)
 
-    return job_state("weekly_recs")
+
+def _state() -> dict:
+    out = _airflow("variables", "get", STATE)
+    assert out.returncode == 0, out.stderr[-2000:]
+    start = out.stdout.find("\n{")  # the value (indented JSON) follows any log lines
+    return json.loads(out.stdout[start:] if start >= 0 else out.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +84,7 @@ def _only(sink, name, kind):
 
 
 def test_runs_failures_and_recovery_as_statsd_packets(dag_runner, own_redis, data, sink):
-    from airflow.models.variable import Variable
-
-    Variable.delete(STATE)
+    _airflow("variables", "delete", STATE)  # absent on a fresh metadata DB: the result is the same
     server, redis_client = own_redis
     port = server.server.port
     job = "job.weekly_recs."

@@ -14,6 +14,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE, run_date
+from include.jobs.deadlines import job_deadline
 from include.runtime.config import SOURCE_POOL
 
 
@@ -23,6 +24,7 @@ from include.runtime.config import SOURCE_POOL
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=job_deadline("forecast_worker"),
     tags=["nightshift", "forecast"],
     doc_md=__doc__,
     params={

@@ -16,6 +16,7 @@ from airflow.sdk import Param, dag, task
 from nightshift_operators import WeeklyRecsShardOperator
 
 from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE, run_date
+from include.jobs.deadlines import job_deadline
 from include.runtime.config import SOURCE_POOL
 
 
@@ -25,6 +26,7 @@ from include.runtime.config import SOURCE_POOL
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=job_deadline("weekly_recs"),
     tags=["nightshift", "recommendations"],
     doc_md=__doc__,
     params={

@@ -6,15 +6,16 @@ callback is an AsyncCallback, so the triggerer runs it (a triggerer must run, wi
 root on PYTHONPATH, and be restarted after this module changes). This module imports only
 airflow.sdk at top level: DAG files import it at parse time.
 
-Not attached to the job DAGs yet: in Airflow 3.3.2 `airflow dags test` of a DAG with a
+Left off under `airflow dags test` only: in Airflow 3.3.2 `dags test` of a DAG with a
 DeadlineAlert fails when the run succeeds (DagRun.update_state hands the unserialized alert to
-DeadlineAlert.get_by_id: "'dict' object has no attribute 'hex'"), and every DAG here is tested
-that way. tests/e2e/dags/deadline_probe.py uses it under the real scheduler.
+DeadlineAlert.get_by_id: "'dict' object has no attribute 'hex'"). Under the scheduler the alert
+is attached; tests/e2e checks both the job DAGs and a probe whose deadline passes.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
@@ -47,3 +48,10 @@ def long_run_deadline(job: str, interval: dt.timedelta | None = None) -> Deadlin
     """The DeadlineAlert for `job`'s DAG: queued time + INTERVALS[job]."""
     return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=interval or INTERVALS[job],
                          callback=AsyncCallback(deadline_missed, kwargs={"job": job}))
+
+
+def job_deadline(job: str) -> DeadlineAlert | None:
+    """`job`'s DeadlineAlert for its DAG's `deadline`, None inside `airflow dags test` (see above)."""
+    if sys.argv[1:3] == ["dags", "test"]:  # `airflow dags test` and `python -m airflow dags test`
+        return None
+    return long_run_deadline(job)

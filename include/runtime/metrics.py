@@ -74,9 +74,10 @@ def _current_run_id() -> str | None:
     return _context().get("run_id")
 
 
-def _dry_run() -> bool:
+def _keeps_state(run_id: str | None) -> bool:
+    """Only a DAG run changes the job state: not a dry run, not a bench or a script (no run id)."""
     params = _context().get("params") or {}
-    return bool(params.get("dry_run", False))
+    return run_id is not None and not params.get("dry_run", False)
 
 
 def _read_state(job: str) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def job_run(job: str, status: str, duration_s: float, records: int, consecutive_
 
 def _success(job: str, duration_s: float, records: int, consecutive_failures: int | None) -> None:
     now = time.time()
-    if not _dry_run():
+    if _keeps_state(_current_run_id()):
         try:
             state = _read_state(job)
             state.update({"consecutive_failures": 0, "last_success": now, "last_status": "success",
@@ -132,7 +133,7 @@ def failure(job: str, run_id: str | None, records: int | None = None,
     """Count a failed run of `job` once per `run_id`; False when this run was already counted."""
     now = time.time()
     count = consecutive_failures
-    if not _dry_run():
+    if _keeps_state(run_id):
         try:
             state = _read_state(job)
             if run_id and state.get("failed_run_id") == run_id:

@@ -199,9 +199,10 @@ class ModelStore:
         return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir() and _VERSION.match(p.name))
 
     # ------------------------------------------------------------------ retention
-    def retain(self, keep_last: int, min_age: dt.timedelta, now: dt.datetime | None = None) -> list[str]:
+    def retain(self, keep_last: int, min_age: dt.timedelta, now: dt.datetime | None = None,
+               dry_run: bool = False) -> list[str]:
         """Delete versions that are not promoted, not among the last `keep_last`, and neither created nor
-        superseded within `min_age`; the versions deleted."""
+        superseded within `min_age`; the versions deleted (with `dry_run`: that would be, none is)."""
         now = _utc(now)
         versions = self.version_ids()
         pointer = self.pointer() or {}
@@ -217,12 +218,14 @@ class ModelStore:
             created = dt.datetime.strptime(version[:15], "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
             if version in keep or created > cutoff:
                 continue
-            shutil.rmtree(self.versions_dir / version)
+            if not dry_run:
+                shutil.rmtree(self.versions_dir / version)
             removed.append(version)
-        for stale in self.versions_dir.glob(".tmp-*") if self.versions_dir.exists() else []:
+        for stale in self.versions_dir.glob(".tmp-*") if self.versions_dir.exists() and not dry_run else []:
             created = dt.datetime.fromtimestamp(stale.stat().st_mtime, dt.timezone.utc)
             if created < now - dt.timedelta(days=1):
                 shutil.rmtree(stale, ignore_errors=True)
         if removed:
-            log.info("%s: retention removed %d versions: %s", self.name, len(removed), removed)
+            log.info("%s: retention %s %d versions: %s", self.name, "would remove" if dry_run else "removed",
+                     len(removed), removed)
         return removed

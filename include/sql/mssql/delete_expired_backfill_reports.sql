@@ -1,0 +1,3 @@
+-- One batch of backfill reports past their retention: at most %(batch)s rows per statement.
+DELETE FROM [backfill_report]
+WHERE id IN (SELECT TOP (%(batch)s) id FROM [backfill_report] WHERE created_at < %(before)s ORDER BY id)

@@ -37,6 +37,13 @@ JOBS = {
                         "tables": []},
     "order_insights": {"conf": {"as_of_date": AS_OF}, "meta": "recommendations:metadata:last_run",
                        "keys": "recommendations:user:*", "tables": []},
+    # the week before AS_OF again for five customers: their 2024-W51 keys and report rows; the metadata
+    # (and recs:current_week) stay on 2024-W52
+    "backfill": {"conf": {"job": "weekly_recs", "start_date": "2024-12-16", "end_date": "2024-12-22",
+                          "user_ids": [1, 2, 3, 4, 5]}, "meta": "recs:metadata:last_run", "keys": "2024-W51:*",
+                 "tables": ["backfill_report"]},
+    # last: expires what the jobs above left behind (its summary is in the run log); the tables it trims
+    "maintenance": {"conf": {}, "meta": None, "keys": None, "tables": ["dead_letter", "backfill_report"]},
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from include.jobs.run_params import RunSettings, as_of_date, int_param
 from include.jobs.sharding import failure_gate, shard_plan, total
-from include.runtime import config, dead_letters, metrics
+from include.runtime import config, dead_letters, metrics, source_quality
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
 from include.runtime.progress import Progress, log_summary
@@ -59,7 +59,8 @@ class ForecastRun(RunSettings):
         """Bound parameters of the forecast queries; `shard` is a descriptor from `plan`."""
         return {"start": dt.datetime.combine(self.start, dt.time()),
                 "until": dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time()),
-                "min_customers": self.min_customers, "min_orders": self.min_orders, **(shard or {})}
+                "min_customers": self.min_customers, "min_orders": self.min_orders,
+                **source_quality.rule_params(), **(shard or {})}
 
 
 def plan(run: ForecastRun) -> list[dict[str, int]]:
@@ -107,14 +108,21 @@ def forecast_documents(result, as_of: dt.date, generated_at: str) -> list[tuple[
     return documents
 
 
-def process_shard(run: ForecastRun, descriptor: dict[str, int], job_id: str, chunk_size: int = 2000) -> dict[str, Any]:
-    """Forecast one shard's products; write their keys and dead letters; small stats back."""
+def process_shard(run: ForecastRun, descriptor: dict[str, int], job_id: str, chunk_size: int = 2000,
+                  only_products: list[int] | None = None) -> dict[str, Any]:
+    """Forecast one shard's products (only `only_products` when given: a backfill); write their keys
+    and dead letters; small stats back."""
     from include.models.forecast import ForecastEngine, panel_from_weekly
 
     shard, of = descriptor["shard"], descriptor["of"]
     started = time.monotonic()
+    params = run.query_params(descriptor)
     with Database(SOURCE_CONN_ID) as db:
-        weekly = db.frame("forecast_weekly_history", run.query_params(descriptor))
+        weekly = db.frame("forecast_weekly_history", params)
+    bad_rows = source_quality.quarantine(JOB, job_id, "product", descriptor, params["start"], params["until"],
+                                         run.dry_run)
+    if only_products is not None:
+        weekly = weekly[weekly["product_id"].isin(only_products)]
     loaded = time.monotonic()
     product_ids = weekly["product_id"].unique()
     log.info("shard %d/%d: %d products, %d product-weeks loaded in %.1fs",
@@ -156,7 +164,7 @@ def process_shard(run: ForecastRun, descriptor: dict[str, int], job_id: str, chu
     accuracies = pd.concat(accuracy).dropna() if accuracy else pd.Series(dtype=float)
     stats = {"shard": shard, "of": of, "products": int(len(status)),
              "successful": int((status == "success").sum()), "failed": int((status == "error").sum()),
-             "no_forecast": int((status == "no_forecast").sum()), "keys_written": written,
+             "no_forecast": int((status == "no_forecast").sum()), "keys_written": written, **bad_rows,
              "accuracy_sum": float(accuracies.sum()), "accuracy_count": int(len(accuracies)),
              "seconds": round(time.monotonic() - started, 3)}
     log_summary(f"forecast shard {shard + 1}/{of} done", stats)
@@ -187,7 +195,7 @@ def publish(run: ForecastRun, summary: dict[str, Any], started_at: dt.datetime |
                 "failed": summary.get("failed", 0), "no_forecast": summary.get("no_forecast", 0),
                 "elapsed_seconds": round(elapsed, 1),
                 "forecast_accuracy_estimate": None if accuracy is None else round(accuracy, 4),
-                "dry_run": run.dry_run}
+                "bad_source_rows": source_quality.run_counts(summary), "dry_run": run.dry_run}
     if not run.dry_run:
         cache = RedisCache()
         try:

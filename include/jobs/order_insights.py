@@ -19,7 +19,7 @@ from typing import Any
 
 from include.jobs.run_params import RunSettings, as_of_date, int_param
 from include.jobs.sharding import failure_gate, shard_plan, total
-from include.runtime import config, dead_letters, metrics
+from include.runtime import config, dead_letters, metrics, source_quality
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
 from include.runtime.progress import Progress, log_summary
@@ -70,7 +70,8 @@ class InsightsRun(RunSettings):
     def query_params(self, shard: int = 0, of: int = 1) -> dict[str, Any]:
         until = dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time())
         return {"since": until - dt.timedelta(days=self.days), "until": until, "as_of": self.as_of,
-                "min_orders": self.min_orders, "limit": self.limit or _NO_LIMIT, "shard": shard, "of": of}
+                "min_orders": self.min_orders, "limit": self.limit or _NO_LIMIT, "shard": shard, "of": of,
+                **source_quality.rule_params()}
 
 
 def _llm_hook(run: InsightsRun):
@@ -120,8 +121,10 @@ def _numeric(frame, columns):
     return frame
 
 
-def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size: int = 500) -> dict[str, Any]:
-    """Write the digests of one shard's users and their dead letters; small stats back."""
+def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size: int = 500,
+                  only_customers: list[int] | None = None) -> dict[str, Any]:
+    """Write the digests of one shard's users (only `only_customers` when given: a backfill) and
+    their dead letters; small stats back."""
     import pandas as pd
 
     from include.models.insights import LLMGenerator, RulesGenerator, insight_document
@@ -131,6 +134,10 @@ def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size
     with Database(SOURCE_CONN_ID) as db:
         stats = _numeric(db.frame("order_insights_stats", params), ("spend", "items", "category_items", "category_spend"))
         catalog = _numeric(db.frame("order_insights_catalog", params), ("price",))
+    bad_rows = source_quality.quarantine(JOB, job_id, "customer", {"shard": shard, "of": of}, params["since"],
+                                         params["until"], run.dry_run)
+    if only_customers is not None:
+        stats = stats[stats["customer_id"].isin(only_customers)]
     users = stats["customer_id"].unique() if len(stats) else []
     log.info("shard %d/%d: %d users, %d user-category rows and %d catalogue categories loaded in %.1fs",
              shard + 1, of, len(users), len(stats), len(catalog), time.monotonic() - started)
@@ -190,7 +197,7 @@ def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size
         with Database(RESULTS_CONN_ID) as results:
             dead_letters.record(results, JOB, job_id, letters)
     result = {"shard": shard, "of": of, "users": int(len(users)), "successful": succeeded, "failed": len(failures),
-              "keys_written": written, "tips": tips, "seconds": round(time.monotonic() - started, 3)}
+              "keys_written": written, "tips": tips, **bad_rows, "seconds": round(time.monotonic() - started, 3)}
     if client is not None:
         result.update({"llm_requests": client.requests, "llm_rate_limits": client.pool.rate_limits,
                        "llm_keys_exhausted": len(client.pool.exhausted)})
@@ -220,7 +227,8 @@ def publish(run: InsightsRun, summary: dict[str, Any], started_at: dt.datetime |
                 "total_users": users, "successful": summary.get("successful", 0),
                 "failed": summary.get("failed", 0), "keys_written": summary.get("keys_written", 0),
                 "avg_tips": round(summary.get("tips", 0) / summary["successful"], 2) if summary.get("successful") else 0,
-                "elapsed_seconds": round(elapsed, 1), "dry_run": run.dry_run}
+                "elapsed_seconds": round(elapsed, 1), "bad_source_rows": source_quality.run_counts(summary),
+                "dry_run": run.dry_run}
     for name in ("llm_requests", "llm_rate_limits"):
         if name in summary:
             metadata[name] = summary[name]

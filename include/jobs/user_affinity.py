@@ -39,8 +39,9 @@ from include.runtime.redis_cache import RedisCache
 log = logging.getLogger(__name__)
 
 JOB = "user_affinity"
-_STATEMENTS = ("delete_user_affinity_dirty", "insert_user_affinity_dirty", "delete_user_category_affinity",
-               "insert_user_category_affinity", "delete_user_profiles", "insert_user_profiles")
+# What a run recomputes; a backfill may pick a subset (its `features`).
+FEATURES = {"affinity": ("delete_user_category_affinity", "insert_user_category_affinity"),
+            "profiles": ("delete_user_profiles", "insert_user_profiles")}
 
 
 @dataclass(frozen=True)
@@ -146,19 +147,27 @@ def _post_problems(row: dict[str, Any], full: bool, events_in_window: int) -> di
     return problems
 
 
-def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None,
-            updated_at: dt.datetime | None = None) -> dict[str, Any]:
-    """Recompute the changed users' affinities and profiles and check them, in one transaction."""
+def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated_at: dt.datetime | None = None,
+            user_ids: list[int] | None = None, features: list[str] | None = None) -> dict[str, Any]:
+    """Recompute the changed users' affinities and profiles and check them, in one transaction.
+    A backfill passes `user_ids` (recompute exactly those users) and/or `features` (a subset of
+    FEATURES); the affinity/profile count check needs both features."""
     started = time.monotonic()
     updated_at = (updated_at or dt.datetime.now(dt.timezone.utc)).replace(tzinfo=None, microsecond=0)
     params = {**run.decay.sql_params(run.as_of), **run.dirty_params(), "top_n": run.top_n, "updated_at": updated_at}
+    features = list(features or FEATURES)
     counts: dict[str, int] = {}
     with Database(SOURCE_CONN_ID) as db:
         conn = db.conn
         try:
             with conn.cursor() as cur:
                 event_scoring.raise_work_mem(db, cur)
-                for name in _STATEMENTS:
+                cur.execute(db.sql("delete_user_affinity_dirty"), {})
+                if user_ids is None:
+                    cur.execute(db.sql("insert_user_affinity_dirty"), params)
+                else:
+                    cur.executemany(db.sql("insert_user_affinity_dirty_user"), [{"user_id": int(u)} for u in user_ids])
+                for name in (name for feature in features for name in FEATURES[feature]):
                     step = time.monotonic()
                     cur.execute(db.sql(name), params)
                     counts[name] = cur.rowcount
@@ -166,6 +175,8 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None,
                 cur.execute(db.sql("user_affinity_stats"), {})
                 row = {k: int(v or 0) for k, v in zip([d[0] for d in cur.description], cur.fetchone())}
             problems = _post_problems(row, run.full_rebuild, int((input_stats or {}).get("events_in_window", 0)))
+            if len(features) < len(FEATURES):
+                problems.pop("count", None)
             for check in ("range", "normalised", "profiles", "count"):
                 metrics.check(JOB, check, check not in problems)
             if problems:
@@ -177,7 +188,7 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None,
             raise
     stats = {"mode": "full" if run.full_rebuild else "incremental", "users_recomputed": row["dirty_users"],
              "affinity_rows": row["affinity_rows"], "affinity_users": row["affinity_users"],
-             "profiles": row["profiles"], "rows_deleted": counts["delete_user_category_affinity"],
+             "profiles": row["profiles"], "rows_deleted": counts.get("delete_user_category_affinity", 0),
              "seconds": round(time.monotonic() - started, 3)}
     log_summary(f"user_affinity committed (as_of {run.as_of.isoformat()})", stats)
     return stats
@@ -255,8 +266,10 @@ def write_hashes(cache: RedisCache, rows, key: str, ttl: int | None, chunk_users
     return {"users": len(keys), "hashes": hashes, "deleted": len(keys) - hashes}
 
 
-def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | None = None) -> dict[str, Any]:
-    """The recomputed users' Redis hashes, then the watermark, then the run metrics."""
+def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | None = None,
+            move_watermark: bool = True) -> dict[str, Any]:
+    """The recomputed users' Redis hashes, then the watermark, then the run metrics. A backfill of
+    a past date or of some users passes move_watermark=False: the watermark never goes back."""
     started = time.monotonic()
     with Database(SOURCE_CONN_ID) as db:
         rows = read_rows(db, "user_affinity_redis_rows")
@@ -265,8 +278,9 @@ def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | N
             written = write_hashes(cache, rows, config.get("AFFINITY_KEY"), run.ttl or None)
         finally:
             cache.close()
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-        db.execute("upsert_job_watermark", {"job": JOB, "watermark": run.as_of, "updated_at": now})
+        if move_watermark:
+            now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+            db.execute("upsert_job_watermark", {"job": JOB, "watermark": run.as_of, "updated_at": now})
     elapsed = ((dt.datetime.now(dt.timezone.utc) - started_at).total_seconds() if started_at
                else stats.get("seconds", 0.0) + time.monotonic() - started)
     metrics.quality(JOB, "users_recomputed", stats.get("users_recomputed", 0))

@@ -17,7 +17,7 @@ from typing import Any
 
 from include.jobs.run_params import RunSettings, as_of_date, int_param
 from include.jobs.sharding import failure_rate, shard_plan, total
-from include.runtime import artifacts, config, metrics
+from include.runtime import artifacts, config, metrics, source_quality
 from include.runtime.bulk_writer import BulkWriter
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
@@ -71,7 +71,7 @@ class RecsRun(RunSettings):
 
     def query_params(self, shard: dict[str, int] | None = None) -> dict[str, Any]:
         return {"since": self.until - dt.timedelta(days=self.active_days), "until": self.until,
-                "history_start": self.until - dt.timedelta(days=self.history_days),
+                "history_start": self.until - dt.timedelta(days=self.history_days), **source_quality.rule_params(),
                 **(shard or {"shard": 0, "of": 1, "max_customer": _NO_LIMIT})}
 
 
@@ -163,8 +163,10 @@ def recommendation_documents(recs, week: str, generated_at: str) -> list[tuple[i
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batch_size: int = 2000) -> dict[str, Any]:
-    """Score one shard's active customers; write Redis keys and the shard's backup rows."""
+def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batch_size: int = 2000,
+                  only_customers: list[int] | None = None) -> dict[str, Any]:
+    """Score one shard's active customers; write Redis keys and the shard's backup rows.
+    `only_customers` (a backfill) keeps only those customers and replaces only their rows."""
     import numpy as np
     import pandas as pd
 
@@ -174,9 +176,14 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
     started = time.monotonic()
     with Database(SOURCE_CONN_ID) as db:
         history = _orders(db.bulk_frame("recs_shard_history", run.query_params(descriptor)))
+    if only_customers is not None:
+        history = history[history["customer_id"].isin(only_customers)]
     customer_ids = history["customer_id"].unique()
     log.info("shard %d/%d: %d active customers, %d order lines loaded in %.1fs",
              shard + 1, of, len(customer_ids), len(history), time.monotonic() - started)
+    window = run.query_params(descriptor)
+    bad_rows = source_quality.quarantine(JOB, f"{run.run_key}:{shard}/{of}", "customer", descriptor,
+                                         window["history_start"], window["until"], run.dry_run)
 
     model = HybridRecommender.load(model_dir)
     generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -209,17 +216,33 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
                                "Score": recs["score"].astype(float), "Source": recs["source"],
                                "GeneratedAt": pd.Timestamp(generated_at).tz_convert(None)})
         with Database(RESULTS_CONN_ID) as results:
-            rows = BulkWriter(results).load("WeeklyRecommendation", backup, delete="delete_weekly_recommendations",
-                                            params={"week": run.week, "shard": shard, "of": of})
+            if only_customers is None:
+                rows = BulkWriter(results).load("WeeklyRecommendation", backup, delete="delete_weekly_recommendations",
+                                                params={"week": run.week, "shard": shard, "of": of})
+            else:
+                rows = _replace_customers(results, backup, run.week, [c for c in only_customers if c % of == shard])
     stats = {"shard": shard, "of": of, "customers": int(len(customer_ids)), "successful": progress.succeeded,
              "failed": progress.failed, "recommendations": int(len(recs)),
              "discovery_recommendations": int((recs["source"] == "discovery").sum()),
-             "keys_written": written, "backup_rows": rows,
+             "keys_written": written, "backup_rows": rows, **bad_rows,
              "score_min": round(score_min, 6) if len(recs) else None,
              "score_max": round(score_max, 6) if len(recs) else None,
              "seconds": round(time.monotonic() - started, 3)}
     log_summary(f"weekly_recs shard {shard + 1}/{of} done", stats)
     return stats
+
+
+def _replace_customers(results: Database, backup, week: str, customer_ids: list[int]) -> int:
+    """Replace the week's rows of these customers only: their deletes and the load share one
+    transaction (BulkWriter commits the connection the deletes ran on)."""
+    try:
+        with results.conn.cursor() as cur:
+            cur.executemany(results.sql("delete_weekly_recommendations_customer"),
+                            [{"week": week, "customer_id": int(c)} for c in customer_ids])
+    except BaseException:
+        results.conn.rollback()
+        raise
+    return BulkWriter(results).load("WeeklyRecommendation", backup)
 
 
 def feedback(run: RecsRun) -> dict[str, Any]:
@@ -278,7 +301,8 @@ def publish(run: RecsRun, summary: dict[str, Any], last_week: dict[str, Any], st
                 "discovery_recommendations": summary.get("discovery_recommendations", 0),
                 "duration_seconds": round(duration, 1),
                 "rate_per_second": round(summary.get("customers", 0) / duration, 1) if duration else None,
-                "coverage": summary.get("coverage"), "last_week": last_week, "dry_run": run.dry_run}
+                "coverage": summary.get("coverage"), "last_week": last_week,
+                "bad_source_rows": source_quality.run_counts(summary), "dry_run": run.dry_run}
     if not run.dry_run:
         cache = RedisCache()
         try:

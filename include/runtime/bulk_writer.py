@@ -6,6 +6,7 @@ off half way leaves the old rows.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,7 @@ class BulkWriter:
         columns = _columns(table, frame)
         conn = self.db.conn
         try:
-            with conn.cursor() as cur:
+            with self.db.failing_for_good(f"load of {table}"), conn.cursor() as cur:
                 if delete is not None:
                     cur.execute(self.db.sql(delete), params or {})
                 if len(frame):
@@ -70,7 +71,9 @@ class BulkWriter:
                     load(cur, table, frame[list(columns)])
             conn.commit()
         except BaseException:
-            conn.rollback()
+            # a connection cut mid-load cannot roll back (the server already has): keep the real error
+            with contextlib.suppress(Exception):
+                conn.rollback()
             raise
         return len(frame)
 

@@ -95,11 +95,22 @@ DEFAULTS: dict[str, str] = {
     "FAISS_VALIDATION_QUERIES": "1000",
     "FAISS_KEEP_HOURS": "24",
     "FAISS_METADATA_KEY": "faiss:metadata:last_run",
+    # backfill
+    "BACKFILL_MAX_DAYS": "92",
+    "BACKFILL_MAX_ENTITY_RETRIES": "100",
     # shared
     "REDIS_CHUNK_SIZE": "1000",
     "ARTIFACT_ROOT": "file:///tmp/nightshift/artifacts",
     "DEAD_LETTER_RETENTION_DAYS": "30",
+    # maintenance (include/jobs/maintenance.py)
+    "BACKFILL_REPORT_RETENTION_DAYS": "90",
+    "MAINTENANCE_KEEP_WEEKS": "2",  # {week}:* keys kept this many weeks behind recs:current_week
+    "MAINTENANCE_DELETE_BATCH": "10000",  # rows per DELETE of the retention steps
     "PROGRESS_EVERY": "1000",
+    # source-row rules (include/runtime/source_quality.py): a line above this quantity is absurd;
+    # at most this many bad lines per reason and shard go to dead_letter (all are counted)
+    "SOURCE_MAX_QUANTITY": "10000",
+    "SOURCE_QUARANTINE_MAX_ROWS": "100",
     # observability (include/runtime/metrics.py, scripts/health.py)
     "JOB_STATE_KEY": "nightshift_job_state_{job}",  # an Airflow Variable per job
 }

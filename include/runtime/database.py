@@ -3,10 +3,16 @@
 Queries live one per file under include/sql/<dialect>/<name>.sql with the same name in both
 dialects. Values always travel as bound parameters (pyformat `%(name)s`, which psycopg and
 pymssql both take); identifiers come only from fixed lists in the code.
+
+Failure model (DESIGN.md): errors a retry cannot fix (`permanent`) become AirflowFailException
+with the connection and the statement named; the rest (connection reset, timeouts, lock and
+deadlock aborts: OperationalError, InterfaceError) are raised as they come, and Airflow retries.
 """
 from __future__ import annotations
 
 import logging
+import re
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +26,29 @@ log = logging.getLogger(__name__)
 
 SQL_ROOT = Path(__file__).resolve().parent.parent / "sql"
 DIALECTS = {"postgres": "postgres", "postgresql": "postgres", "mssql": "mssql"}
+# DB-API 2.0 classes (psycopg and pymssql alike) that a retry cannot fix: bad SQL or a schema
+# mismatch, missing privileges, constraint violations, values the column refuses.
+_PERMANENT = frozenset({"ProgrammingError", "IntegrityError", "DataError", "NotSupportedError"})
+_PARAM = re.compile(r"%\((\w+)\)s")
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def permanent(exc: BaseException) -> bool:
+    """True for a database error that fails the same way on every retry."""
+    return any(cls.__name__ in _PERMANENT for cls in type(exc).__mro__)
+
+
+def positional(sql: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A pyformat query (`%(name)s`, literal `%%`) in libpq's numbered form ($1, $2, ...) and its
+    values in that order. Comments go first, so a name only a comment mentions binds nothing."""
+    names: list[str] = []
+
+    def number(match: re.Match) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _PARAM.sub(number, _COMMENT.sub("", sql)).replace("%%", "%"), [params[name] for name in names]
 
 
 def load_sql(dialect: str, name: str) -> str:
@@ -72,11 +101,26 @@ class Database:
     def sql(self, name: str) -> str:
         return load_sql(self.dialect, name)
 
+    @contextmanager
+    def failing_for_good(self, statement: str):
+        """Re-raise a permanent error of the block as AirflowFailException (no retry)."""
+        try:
+            yield
+        except Exception as exc:
+            if not permanent(exc):
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"{statement} on connection {self.conn_id!r} failed, and a retry would fail the same way: "
+                f"{type(exc).__name__}: {exc}. Check the schema (python -m scripts.migrate), the connection's "
+                "rights and the data, then clear the failed task.") from exc
+
     def frame(self, name: str, params: dict[str, Any] | None = None) -> "pd.DataFrame":
         """Run query `name` with bound `params`; the rows as a DataFrame."""
         import pandas as pd
 
-        with self.conn.cursor() as cur:
+        with self.failing_for_good(f"query {name!r}"), self.conn.cursor() as cur:
             cur.execute(self.sql(name), params or {})
             columns = [d[0] for d in cur.description]
             rows = cur.fetchall()
@@ -84,27 +128,28 @@ class Database:
         return pd.DataFrame.from_records(rows, columns=columns)
 
     def bulk_frame(self, name: str, params: dict[str, Any] | None = None) -> "pd.DataFrame":
-        """Like `frame`, for large results: on PostgreSQL the rows stream through COPY as CSV and
-        pyarrow parses them, several times faster than building Python rows. Column types are
-        inferred from the text, so callers cast what they need."""
+        """Like `frame`, for millions of rows: on PostgreSQL through ADBC (Apache Arrow's driver,
+        binary COPY decoded in C, typed columns, values bound by the server), about 2.5 times
+        faster than COPY as CSV and several times faster than building Python rows."""
         if self.dialect != "postgres":
             return self.frame(name, params)
-        import io
+        import adbc_driver_postgresql.dbapi as adbc
 
-        import pandas as pd
+        text, values = positional(self.sql(name), params or {})
+        with self.failing_for_good(f"query {name!r}"), adbc.connect(self.conninfo) as conn, conn.cursor() as cur:
+            cur.execute(text, values or None)
+            return cur.fetch_arrow_table().to_pandas()
 
-        buffer = io.BytesIO()
-        with self.conn.cursor() as cur:
-            # psycopg binds the parameters client side for COPY; the values stay escaped literals
-            with cur.copy(f"COPY ({self.sql(name)}) TO STDOUT (FORMAT csv, HEADER)", params or {}) as copy:
-                for block in copy:
-                    buffer.write(block)
-        self.conn.commit()
-        buffer.seek(0)
-        return pd.read_csv(buffer, engine="pyarrow")
+    @property
+    def conninfo(self) -> str:
+        """The libpq settings of this object's open connection (host, auth, TLS...), for a second
+        driver to connect exactly the same way."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo("", **{o.keyword.decode(): o.val.decode() for o in self.conn.pgconn.info if o.val})
 
     def scalar(self, name: str, params: dict[str, Any] | None = None) -> Any:
-        with self.conn.cursor() as cur:
+        with self.failing_for_good(f"query {name!r}"), self.conn.cursor() as cur:
             cur.execute(self.sql(name), params or {})
             row = cur.fetchone()
         self.conn.commit()
@@ -112,7 +157,7 @@ class Database:
 
     def execute(self, name: str, params: dict[str, Any] | None = None) -> int:
         """Run statement `name` in its own transaction; the affected row count."""
-        with self.conn.cursor() as cur:
+        with self.failing_for_good(f"query {name!r}"), self.conn.cursor() as cur:
             cur.execute(self.sql(name), params or {})
             count = cur.rowcount
         self.conn.commit()

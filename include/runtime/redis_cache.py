@@ -1,4 +1,12 @@
-"""Redis writes and reads through the Airflow Redis connection, pipelined in chunks."""
+"""Redis writes and reads through the Airflow Redis connection, pipelined in chunks.
+
+Failure model (DESIGN.md): the client itself retries a command or a pipeline chunk on a
+connection error or timeout (`RETRIES` times, exponential backoff up to 2 s: a restart or
+failover of a few seconds goes unnoticed; SET is idempotent, so a resent chunk is harmless).
+A cache that still does not answer when a task first reaches it fails the run at once
+(AirflowFailException naming the connection). A connection lost later, mid-write, is
+raised as is: Airflow retries the task, and the retry overwrites the same keys.
+"""
 from __future__ import annotations
 
 import json
@@ -9,6 +17,8 @@ from typing import Any, Iterable
 from include.runtime.config import REDIS_CONN_ID
 
 log = logging.getLogger(__name__)
+
+RETRIES = 5  # client-side, over ~5 s: 0.2, 0.4, 0.8, 1.6, 2 s
 
 
 class RedisCache:
@@ -21,8 +31,23 @@ class RedisCache:
     @cached_property
     def client(self):
         from airflow.providers.redis.hooks.redis import RedisHook
+        from airflow.sdk.exceptions import AirflowFailException
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError, TimeoutError
+        from redis.retry import Retry
 
-        return RedisHook(redis_conn_id=self.conn_id).get_conn()
+        hook = RedisHook(redis_conn_id=self.conn_id)
+        client = hook.get_conn()
+        client.set_retry(Retry(ExponentialBackoff(cap=2.0, base=0.1), RETRIES))
+        try:
+            client.ping()
+        except (ConnectionError, TimeoutError) as exc:
+            client.close()
+            raise AirflowFailException(
+                f"Redis connection {self.conn_id!r} ({hook.host}:{hook.port}, db {hook.db or 0}) is unreachable "
+                f"after {RETRIES} retries: {exc}. Start Redis or fix the connection, then clear the failed "
+                "task.") from exc
+        return client
 
     def close(self) -> None:
         if "client" in self.__dict__:

@@ -10,6 +10,9 @@ from include.datasets.source_tables import load_source
 from include.datasets.synthetic import generate
 
 AS_OF = "2024-06-02"
+# The planted infinite quantity must reach the engine to make its product fail: under the default
+# SOURCE_MAX_QUANTITY it is an absurd source row, left out and quarantined (test_bad_source_rows.py).
+NO_QUANTITY_BOUND = {"SOURCE_MAX_QUANTITY": "inf"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def _dead_letters(database) -> list[tuple]:
 
 def test_forecasts_every_eligible_product(dag_runner, database, redis_client, orders):
     frame, bad = orders
-    out = dag_runner("forecast_worker", {"as_of_date": AS_OF, "shard_count": 3})
+    out = dag_runner("forecast_worker", {"as_of_date": AS_OF, "shard_count": 3}, env=NO_QUANTITY_BOUND)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     eligible = _eligible(frame)
@@ -85,7 +88,8 @@ def test_forecasts_every_eligible_product(dag_runner, database, redis_client, or
 def test_failure_rate_above_limit_fails_validate_and_keeps_metadata(dag_runner, redis_client, orders):
     _, bad = orders
     redis_client.set("forecast:metadata:last_run", json.dumps({"as_of_date": "previous"}))
-    out = dag_runner("forecast_worker", {"as_of_date": AS_OF, "limit": 10})  # 1 failure in 10 products: 10%
+    out = dag_runner("forecast_worker", {"as_of_date": AS_OF, "limit": 10},
+                     env=NO_QUANTITY_BOUND)  # 1 failure in 10 products: 10%
     assert out.returncode != 0
     assert "failed" in out.stdout + out.stderr
     assert json.loads(redis_client.get("forecast:metadata:last_run")) == {"as_of_date": "previous"}

@@ -19,9 +19,9 @@ from include.runtime.database import SQL_ROOT
 
 _SHARD = {"shard": 1, "of": 3}
 _FORECAST = {"start": dt.datetime(2019, 1, 1), "until": dt.datetime(2024, 6, 1), "min_customers": 2,
-             "min_orders": 3}
+             "min_orders": 3, "max_quantity": 1000.0}
 _RECS = {"since": dt.datetime(2024, 3, 1), "until": dt.datetime(2024, 6, 1), "history_start": dt.datetime(2023, 6, 1),
-         "max_customer": 250, **_SHARD}
+         "max_customer": 250, "max_quantity": 1000.0, **_SHARD}
 
 
 def _decay_params() -> dict:
@@ -35,10 +35,17 @@ SAMPLE_PARAMS: dict[str, dict] = {
     "count_order_items": {},
     "truncate_source": None,  # destructive: parsed only
     "delete_weekly_recommendations": {"week": "2024-W10", **_SHARD},
-    "delete_dead_letters": {"job_id": "x"},
+    "delete_dead_letters": {"job_id": "x", "job_name": "sample_job"},
     "dead_letters_list": {"job_name": None, "limit": 10},
+    # maintenance retention (a far cutoff so the sample dead letter counts) and dead-letter redrive
+    **{name: {"before": dt.datetime(2100, 1, 1), "batch": 10}
+       for name in ("count_expired_dead_letters", "delete_expired_dead_letters", "count_expired_backfill_reports",
+                    "delete_expired_backfill_reports")},
+    "dead_letters_pending": {"job_name": "sample_job", "since": dt.datetime(2000, 1, 1)},
+    "mark_dead_letter_redriven": {"id": 1, "redriven_at": dt.datetime(2024, 6, 1), "run_id": "redrive__x"},
     **{f"order_insights_{q}": {"since": dt.datetime(2024, 5, 2), "until": dt.datetime(2024, 6, 1),
-                               "as_of": dt.date(2024, 5, 31), "min_orders": 3, "limit": 10_000, **_SHARD}
+                               "as_of": dt.date(2024, 5, 31), "min_orders": 3, "limit": 10_000, "max_quantity": 1000.0,
+                               **_SHARD}
        for q in ("users", "stats", "catalog")},
     "forecast_products": _FORECAST,
     "active_customers": _RECS,
@@ -63,6 +70,17 @@ SAMPLE_PARAMS: dict[str, dict] = {
        for name in ("cf_order_interactions", "cf_event_interactions")},
     "delete_user_similarities": None,  # destructive: parsed only
     "product_texts": {},
+    # a low quantity bound, so the clean sample data has bad rows to classify
+    "source_bad_rows": {"start": dt.datetime(2024, 1, 1), "until": dt.datetime(2024, 6, 1),
+                        "future_after": dt.datetime(2024, 6, 1), "shard_by": "customer", "max_quantity": 2.0,
+                        "max_rows": 5, **_SHARD},
+    # backfill
+    "product_ids_between": {"low": 1, "high": 20},
+    "client_ids_between": {"low": 1, "high": 20},
+    "dead_letters_of_run": {"prefix": "sample:%"},
+    "delete_weekly_recommendations_customer": {"week": "2024-W10", "customer_id": 3},
+    "insert_user_affinity_dirty_user": {"user_id": 987654},
+    "delete_backfill_report": {"run_id": "x"},
 }
 QUERIES = sorted(p.stem for p in (SQL_ROOT / "postgres").glob("*.sql"))
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -89,8 +107,11 @@ def _schema(sql: str, dialect: str) -> dict[str, list[str]]:
     """Tables with their columns, indexes with their table and columns."""
     found = {}
     for statement in sqlglot.parse(sql, read=dialect, error_level=sqlglot.ErrorLevel.RAISE):
-        assert isinstance(statement, sqlglot.exp.Create), statement.sql()
-        if statement.kind == "TABLE":
+        assert isinstance(statement, (sqlglot.exp.Create, sqlglot.exp.Alter)), statement.sql()
+        if isinstance(statement, sqlglot.exp.Alter):  # ADD COLUMN: the columns under the table's name
+            found.setdefault(statement.this.name, []).extend(
+                c.name for c in statement.args["actions"] if isinstance(c, sqlglot.exp.ColumnDef))
+        elif statement.kind == "TABLE":
             schema = statement.this
             found[schema.this.name] = [c.name for c in schema.expressions if isinstance(c, sqlglot.exp.ColumnDef)]
         else:

@@ -6,3 +6,6 @@ FROM [OrderItem] AS oi
 JOIN [Order] AS o ON o.ID = oi.OrderID
 JOIN [ClientAgreement] AS ca ON ca.ID = o.ClientAgreementID
 WHERE o.Created >= %(history_start)s AND o.Created < %(until)s AND oi.ProductID IS NOT NULL
+  AND oi.Quantity > 0 AND oi.Quantity <= %(max_quantity)s  -- the source-row rules (source_bad_rows)
+  AND NOT EXISTS (SELECT 1 FROM [OrderItem] AS twin WHERE twin.OrderID = oi.OrderID
+                  AND twin.ProductID = oi.ProductID AND twin.ID < oi.ID)

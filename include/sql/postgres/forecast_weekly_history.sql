@@ -8,6 +8,9 @@ WITH lines AS (
     JOIN "Order" AS o ON o."ID" = oi."OrderID"
     JOIN "ClientAgreement" AS ca ON ca."ID" = o."ClientAgreementID"
     WHERE o."Created" >= %(start)s AND o."Created" < %(until)s AND oi."ProductID" %% %(of)s = %(shard)s
+      AND oi."Quantity" > 0 AND oi."Quantity" <= %(max_quantity)s  -- the source-row rules (source_bad_rows)
+      AND NOT EXISTS (SELECT 1 FROM "OrderItem" AS twin WHERE twin."OrderID" = oi."OrderID"
+                      AND twin."ProductID" = oi."ProductID" AND twin."ID" < oi."ID")
 ), eligible AS (
     SELECT product_id
     FROM lines

@@ -8,6 +8,9 @@ WITH sales AS (
     JOIN "ClientAgreement" AS ca ON ca."ID" = o."ClientAgreementID"
     JOIN "Product" AS p ON p."ID" = oi."ProductID"
     WHERE o."Created" >= %(since)s AND o."Created" < %(until)s AND p."Category" IS NOT NULL
+      AND oi."Quantity" > 0 AND oi."Quantity" <= %(max_quantity)s  -- the source-row rules (source_bad_rows)
+      AND NOT EXISTS (SELECT 1 FROM "OrderItem" AS twin WHERE twin."OrderID" = oi."OrderID"
+                      AND twin."ProductID" = oi."ProductID" AND twin."ID" < oi."ID")
     GROUP BY p."Category", oi."ProductID"
 ), ranked AS (
     SELECT category, product_id, buyers,
@@ -20,6 +23,9 @@ WITH sales AS (
     JOIN "ClientAgreement" AS ca ON ca."ID" = o."ClientAgreementID"
     JOIN "Product" AS p ON p."ID" = oi."ProductID"
     WHERE o."Created" >= %(since)s AND o."Created" < %(until)s AND p."Category" IS NOT NULL
+      AND oi."Quantity" > 0 AND oi."Quantity" <= %(max_quantity)s  -- the source-row rules (source_bad_rows)
+      AND NOT EXISTS (SELECT 1 FROM "OrderItem" AS twin WHERE twin."OrderID" = oi."OrderID"
+                      AND twin."ProductID" = oi."ProductID" AND twin."ID" < oi."ID")
     GROUP BY p."Category"
 )
 SELECT c.category, c.category_buyers, r.product_id, p."Name" AS product_name,

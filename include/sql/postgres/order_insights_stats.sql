@@ -36,6 +36,10 @@ WITH eligible AS (
     FROM orders AS od
     JOIN "OrderItem" AS oi ON oi."OrderID" = od.order_id
     LEFT JOIN "Product" AS p ON p."ID" = oi."ProductID"
+    WHERE oi."ProductID" IS NOT NULL
+      AND oi."Quantity" > 0 AND oi."Quantity" <= %(max_quantity)s  -- the source-row rules (source_bad_rows)
+      AND NOT EXISTS (SELECT 1 FROM "OrderItem" AS twin WHERE twin."OrderID" = oi."OrderID"
+                      AND twin."ProductID" = oi."ProductID" AND twin."ID" < oi."ID")
 ), totals AS (
     SELECT customer_id, sum(spend) AS spend, sum(quantity) AS items,
            count(DISTINCT product_id) AS products, count(DISTINCT category) AS categories

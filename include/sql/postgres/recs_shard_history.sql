@@ -17,4 +17,7 @@ JOIN "ClientAgreement" AS ca ON ca."ClientID" = a.customer_id
 JOIN "Order" AS o ON o."ClientAgreementID" = ca."ID"
 JOIN "OrderItem" AS oi ON oi."OrderID" = o."ID"
 WHERE o."Created" >= %(history_start)s AND o."Created" < %(until)s AND oi."ProductID" IS NOT NULL
+  AND oi."Quantity" > 0 AND oi."Quantity" <= %(max_quantity)s  -- the source-row rules (source_bad_rows)
+  AND NOT EXISTS (SELECT 1 FROM "OrderItem" AS twin WHERE twin."OrderID" = oi."OrderID"
+                  AND twin."ProductID" = oi."ProductID" AND twin."ID" < oi."ID")
 ORDER BY a.customer_id, o."Created", oi."ID"

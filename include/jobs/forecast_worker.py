@@ -119,8 +119,7 @@ def process_shard(run: ForecastRun, descriptor: dict[str, int], job_id: str, chu
     params = run.query_params(descriptor)
     with Database(SOURCE_CONN_ID) as db:
         weekly = db.frame("forecast_weekly_history", params)
-    bad_rows = source_quality.quarantine(JOB, job_id, "product", descriptor, params["start"], params["until"],
-                                         run.dry_run)
+    bad_rows = source_quality.quarantine(JOB, job_id, shard, params["start"], params["until"], run.dry_run)
     if only_products is not None:
         weekly = weekly[weekly["product_id"].isin(only_products)]
     loaded = time.monotonic()

@@ -134,8 +134,7 @@ def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size
     with Database(SOURCE_CONN_ID) as db:
         stats = _numeric(db.frame("order_insights_stats", params), ("spend", "items", "category_items", "category_spend"))
         catalog = _numeric(db.frame("order_insights_catalog", params), ("price",))
-    bad_rows = source_quality.quarantine(JOB, job_id, "customer", {"shard": shard, "of": of}, params["since"],
-                                         params["until"], run.dry_run)
+    bad_rows = source_quality.quarantine(JOB, job_id, shard, params["since"], params["until"], run.dry_run)
     if only_customers is not None:
         stats = stats[stats["customer_id"].isin(only_customers)]
     users = stats["customer_id"].unique() if len(stats) else []

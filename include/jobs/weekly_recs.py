@@ -88,12 +88,15 @@ def plan(run: RecsRun) -> list[dict[str, int]]:
 
 
 def _orders(frame):
-    """Order lines in the model's dtypes, whatever the driver returned."""
+    """Order lines in the model's dtypes, whatever the driver returned, without duplicate lines
+    (the same product again in an order: the lowest line id stays, as source_quality counts them)."""
     import pandas as pd
 
-    return frame.astype({"customer_id": "int64", "product_id": "int64", "order_id": "int64",
-                         "quantity": "float64", "price": "float64"}).assign(
-        order_date=pd.to_datetime(frame["order_date"]))
+    frame = frame.sort_values("line_id", kind="stable") if len(frame) else frame
+    frame = frame.drop_duplicates(["order_id", "product_id"]).sort_index()
+    return frame.drop(columns="line_id").astype(
+        {"customer_id": "int64", "product_id": "int64", "order_id": "int64", "quantity": "float64",
+         "price": "float64"}).assign(order_date=lambda f: pd.to_datetime(f["order_date"]))
 
 
 def _promoted_item_factors():
@@ -182,8 +185,8 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
     log.info("shard %d/%d: %d active customers, %d order lines loaded in %.1fs",
              shard + 1, of, len(customer_ids), len(history), time.monotonic() - started)
     window = run.query_params(descriptor)
-    bad_rows = source_quality.quarantine(JOB, f"{run.run_key}:{shard}/{of}", "customer", descriptor,
-                                         window["history_start"], window["until"], run.dry_run)
+    bad_rows = source_quality.quarantine(JOB, f"{run.run_key}:{shard}/{of}", shard, window["history_start"],
+                                         window["until"], run.dry_run)
 
     model = HybridRecommender.load(model_dir)
     generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

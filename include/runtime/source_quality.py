@@ -9,7 +9,7 @@ The rules, one reason per line (the first that applies):
 - `duplicate_line`: the same product again in the same order (the line with the lowest id is kept).
 The jobs' queries leave these lines out (the quantity and duplicate predicates, `max_quantity`
 from `rule_params`; ids and dates by their joins and windows); `quarantine` runs
-source_bad_rows once per shard to count them and write a bounded sample to dead_letter.
+source_bad_rows once per run to count them and write a bounded sample to dead_letter.
 Unicode or long names are not faults: they are data.
 """
 from __future__ import annotations
@@ -34,21 +34,21 @@ def rule_params() -> dict[str, Any]:
     return {"max_quantity": config.get_float("SOURCE_MAX_QUANTITY")}
 
 
-def quarantine(job: str, job_id: str, shard_by: str, shard: dict[str, int], start: dt.datetime,
-               until: dt.datetime, dry_run: bool = False) -> dict[str, int]:
-    """Count the shard's bad lines in [start, until) (plus future-dated and orphaned ones) and
-    replace its dead letters with at most SOURCE_QUARANTINE_MAX_ROWS of them per reason.
+def quarantine(job: str, job_id: str, shard: int, start: dt.datetime, until: dt.datetime,
+               dry_run: bool = False) -> dict[str, int]:
+    """Count the run's bad lines in [start, until) (plus future-dated and orphaned ones) and
+    replace `job_id`'s dead letters with at most SOURCE_QUARANTINE_MAX_ROWS of them per reason.
 
-    `shard_by` is "customer" or "product": which id modulo `shard["of"]` picks the shard's lines.
-    Returns stats fields `bad_rows_<reason>` and `bad_rows` (the total), for the shard's stats.
+    Once per run: the first shard (`shard` 0) covers the whole window, the others report zeros;
+    one scan of the order lines per run, not one per shard. Returns stats fields
+    `bad_rows_<reason>` and `bad_rows` (the total), for the shard's stats.
     """
     import pandas as pd
 
-    if shard_by not in ("customer", "product"):
-        raise ValueError(f"shard_by must be 'customer' or 'product', got {shard_by!r}")
+    if shard != 0:
+        return {**{f"{_PREFIX}{reason}": 0 for reason in REASONS}, "bad_rows": 0}
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     params = {**rule_params(), "start": start, "until": until, "future_after": max(until, now),
-              "shard_by": shard_by, "shard": shard["shard"], "of": shard["of"],
               "max_rows": config.get_int("SOURCE_QUARANTINE_MAX_ROWS")}
     with Database(SOURCE_CONN_ID) as db:
         bad = db.frame("source_bad_rows", params)
@@ -62,8 +62,8 @@ def quarantine(job: str, job_id: str, shard_by: str, shard: dict[str, int], star
         with Database(RESULTS_CONN_ID) as results:
             dead_letters.record(results, job, job_id + JOB_ID_SUFFIX, letters)
     if counts["bad_rows"]:
-        log.warning("%s shard %d/%d: %d bad source rows left out (%s), %d quarantined in dead_letter",
-                    job, shard["shard"] + 1, shard["of"], counts["bad_rows"],
+        log.warning("%s: %d bad source rows left out (%s), %d quarantined in dead_letter",
+                    job, counts["bad_rows"],
                     ", ".join(f"{r} {counts[_PREFIX + r]}" for r in REASONS if counts[_PREFIX + r]),
                     0 if dry_run else len(bad))
     return counts

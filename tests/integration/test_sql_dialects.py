@@ -72,8 +72,7 @@ SAMPLE_PARAMS: dict[str, dict] = {
     "product_texts": {},
     # a low quantity bound, so the clean sample data has bad rows to classify
     "source_bad_rows": {"start": dt.datetime(2024, 1, 1), "until": dt.datetime(2024, 6, 1),
-                        "future_after": dt.datetime(2024, 6, 1), "shard_by": "customer", "max_quantity": 2.0,
-                        "max_rows": 5, **_SHARD},
+                        "future_after": dt.datetime(2024, 6, 1), "max_quantity": 2.0, "max_rows": 5},
     # backfill
     "product_ids_between": {"low": 1, "high": 20},
     "client_ids_between": {"low": 1, "high": 20},

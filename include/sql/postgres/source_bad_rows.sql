@@ -1,7 +1,5 @@
--- Order lines that break the source-row rules of include/runtime/source_quality.py, in one
--- shard (customer or product id modulo `of` = `shard`, by %(shard_by)s; lines without one go to
--- shard 0): in the window [%(start)s, %(until)s), dated after %(future_after)s, or orphaned (no
--- order). One reason per line, the first that applies; at most %(max_rows)s lines per reason,
+-- Order lines that break the source-row rules of include/runtime/source_quality.py: in the
+-- window [%(start)s, %(until)s), dated after %(future_after)s, or orphaned (no order). One reason per line, the first that applies; at most %(max_rows)s lines per reason,
 -- with reason_rows counting them all. The jobs' queries exclude the same lines.
 WITH lines AS (
     SELECT oi."ID" AS item_id, oi."OrderID" AS order_id, ca."ClientID" AS customer_id,
@@ -13,8 +11,6 @@ WITH lines AS (
     LEFT JOIN "ClientAgreement" AS ca ON ca."ID" = o."ClientAgreementID"
     WHERE (o."ID" IS NULL OR (o."Created" >= %(start)s AND o."Created" < %(until)s)
            OR o."Created" > %(future_after)s)
-      AND CASE WHEN %(shard_by)s = 'product' THEN COALESCE(oi."ProductID", 0)
-               ELSE COALESCE(ca."ClientID", 0) END %% %(of)s = %(shard)s
 ), classified AS (
     SELECT item_id, order_id, customer_id, product_id, order_date, quantity, price,
            CASE WHEN order_date IS NULL OR customer_id IS NULL OR product_id IS NULL THEN 'null_id'

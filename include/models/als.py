@@ -76,8 +76,9 @@ def build_interactions(orders: pd.DataFrame, events: pd.DataFrame | None, weight
             break
         train = train[keep]
     train = train[train["strength"] > 0]
-    user_ids, user_index = np.unique(train["user_id"].to_numpy(np.int64), return_inverse=True)
-    item_ids, item_index = np.unique(train["product_id"].to_numpy(np.int64), return_inverse=True)
+    # pandas' hash factorize: numpy 2.4's np.unique(return_inverse=True) is ~4x slower on 20M ids
+    user_index, user_ids = pd.factorize(train["user_id"].to_numpy(np.int64), sort=True)
+    item_index, item_ids = pd.factorize(train["product_id"].to_numpy(np.int64), sort=True)
     matrix = sp.csr_matrix((np.log1p(train["strength"].to_numpy(np.float32)), (user_index, item_index)),
                            shape=(len(user_ids), len(item_ids)), dtype=np.float32)
     return Interactions(matrix, user_ids, item_ids, holdout, users0 - len(user_ids), items0 - len(item_ids))

@@ -94,9 +94,13 @@ def test_cf_training_promotes_refuses_worse_rolls_back_and_refuses_damage(dag_ru
     assert store.current() == v1
 
 
-def test_faiss_rebuild_builds_caches_validates_and_rolls_back(dag_runner, database, redis_client, planted_source):
+def test_faiss_rebuild_builds_caches_validates_and_rolls_back(dag_runner, database, redis_client, planted_source,
+                                                           monkeypatch):
     from include.runtime.model_loaders import FAISS_MODEL, load_product_index, similar_products
     from include.runtime.model_store import ModelStore
+
+    # the TF-IDF + SVD fallback, also where `make embeddings` installed the packaged model (its own test)
+    monkeypatch.setenv("FAISS_EMBEDDING_PACKAGE", "no_such_model_package")
 
     store = ModelStore(FAISS_MODEL)
     first = dag_runner("faiss_rebuild", {})

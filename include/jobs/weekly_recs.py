@@ -170,7 +170,6 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
                   only_customers: list[int] | None = None) -> dict[str, Any]:
     """Score one shard's active customers; write Redis keys and the shard's backup rows.
     `only_customers` (a backfill) keeps only those customers and replaces only their rows."""
-    import numpy as np
     import pandas as pd
 
     from include.models.recommender import HybridRecommender

@@ -29,6 +29,8 @@ DIALECTS = {"postgres": "postgres", "postgresql": "postgres", "mssql": "mssql"}
 # DB-API 2.0 classes (psycopg and pymssql alike) that a retry cannot fix: bad SQL or a schema
 # mismatch, missing privileges, constraint violations, values the column refuses.
 _PERMANENT = frozenset({"ProgrammingError", "IntegrityError", "DataError", "NotSupportedError"})
+_LOGIN_REFUSED = ("password authentication failed", "no pg_hba.conf entry", "does not exist",  # libpq
+                  "Login failed for user", "Cannot open database")  # SQL Server
 _PARAM = re.compile(r"%\((\w+)\)s")
 _COMMENT = re.compile(r"--[^\n]*")
 
@@ -85,8 +87,20 @@ class Database:
 
     @cached_property
     def conn(self):
-        """One DB-API connection per Database object, closed by `close`."""
-        return self.hook.get_conn()
+        """One DB-API connection per Database object, closed by `close`. A login the server
+        refuses (unknown role or database, wrong password, no pg_hba entry) fails the run at once:
+        the connection refused has no SQLSTATE, so the server's message tells it apart."""
+        try:
+            return self.hook.get_conn()
+        except Exception as exc:
+            if not any(text in str(exc) for text in _LOGIN_REFUSED):
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"connection {self.conn_id!r} was refused: {exc}. Fix its login, password or database "
+                "(Airflow connection or AIRFLOW_CONN_ variable), then clear the failed task; a retry "
+                "would be refused the same way.") from exc
 
     def close(self) -> None:
         if "conn" in self.__dict__:

@@ -338,3 +338,13 @@ def test_a_run_failed_midway_and_run_again_is_exact(dag_runner, database, servic
     meta = json.loads(client.get("recs:metadata:last_run"))
     assert meta["processed"] == len(keys) and meta["failed"] == 0
     client.close()
+
+
+def test_a_refused_login_fails_at_once_and_an_unreachable_server_is_retried(services, monkeypatch):
+    base = services.postgres_url.rsplit("/", 1)[0]
+    monkeypatch.setenv("AIRFLOW_CONN_REFUSED_DB", base + "/no_such_database_nightshift")
+    monkeypatch.setenv("AIRFLOW_CONN_DOWN_DB", "postgresql://postgres@127.0.0.1:1/test")
+    with pytest.raises(AirflowFailException, match="connection 'refused_db' was refused: .*does not exist"):
+        Database("refused_db").scalar("count_order_items")
+    with pytest.raises(psycopg.OperationalError):  # transient: Airflow's retries handle it
+        Database("down_db").scalar("count_order_items")

@@ -188,33 +188,20 @@ def _cache():
     return RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
 
 
-def _invalidate(keys: list[str]) -> int:
-    """Delete `keys` (the values the date will rewrite for its entities); how many existed."""
-    cache, deleted = _cache(), 0
-    try:
-        for begin in range(0, len(keys), cache.chunk_size):
-            deleted += int(cache.client.delete(*keys[begin:begin + cache.chunk_size]) or 0)
-    finally:
-        cache.close()
-    return deleted
-
-
-def _invalidate_matching(pattern: str) -> int:
+def _invalidate(keys: list[str] | None = None, pattern: str | None = None) -> int:
+    """Delete `keys` or the keys matching `pattern` (the values the date will rewrite for its
+    entities); how many existed."""
     cache = _cache()
     try:
-        keys = [k for k in cache.client.scan_iter(match=pattern, count=10_000)]
+        return cache.delete_many(keys if pattern is None else cache.matching(pattern))
     finally:
         cache.close()
-    return _invalidate(keys) if keys else 0
 
 
 def _existing(keys: list[str]) -> list[bool]:
     cache = _cache()
     try:
-        pipe = cache.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(key)
-        return [bool(x) for x in pipe.execute()] if keys else []
+        return cache.exist(keys)
     finally:
         cache.close()
 
@@ -332,7 +319,7 @@ def _weekly(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt
     invalidated = 0
     if not run.dry_run:  # after the slow prepare: the week's keys are missing for the shortest time
         invalidated = (_invalidate([key_of(c) for c in run.ids]) if run.ids
-                       else _invalidate_matching(key.format(week=settings.week, customer_id="*")))
+                       else _invalidate(pattern=key.format(week=settings.week, customer_id="*")))
     stats = [job.process_shard(settings, d, model_dir, only_customers=run.ids) for d in shards]
     sums = {k: sum(s.get(k, 0) for s in stats) for k in ("customers", "successful", "failed")}
     summary, problem = _gate(run, sums["customers"], lambda: job.validate(settings, stats))

@@ -65,6 +65,22 @@ class RedisCache:
         pipe.execute()
         return written
 
+    def delete_many(self, keys: list[str]) -> int:
+        """UNLINK `keys` in chunks; how many existed."""
+        return sum(int(self.client.unlink(*keys[begin:begin + self.chunk_size]) or 0)
+                   for begin in range(0, len(keys), self.chunk_size))
+
+    def matching(self, pattern: str) -> list[bytes]:
+        """The keys matching a glob `pattern` (SCAN, never KEYS)."""
+        return list(self.client.scan_iter(match=pattern, count=10_000))
+
+    def exist(self, keys: list[str]) -> list[bool]:
+        """Whether each of `keys` exists, one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        return [bool(x) for x in pipe.execute()] if keys else []
+
     def set_json(self, key: str, value: Any, ttl: int | None = None) -> None:
         self.client.set(key, json.dumps(value, default=str), ex=ttl)
 

@@ -22,6 +22,7 @@ def data(database):
     load_source(database, data.orders, data.products, data.customers, data.events)
     _sql(database, 'DELETE FROM "WeeklyRecommendation"')
     _sql(database, "DELETE FROM dead_letter")
+    _sql(database, "DELETE FROM backfill_report")  # the session's database: e2e runs wrote some before
     return data
 
 

@@ -146,7 +146,9 @@ def test_user_affinity_features_for_some_users_leave_the_watermark(dag_runner, d
 
 @pytest.mark.parametrize("job, start", [("popularity", "2024-06-08"), ("popular_segments", "2024-06-08"),
                                         ("cf_training", AS_OF), ("faiss_rebuild", AS_OF)])
-def test_whole_run_jobs_backfill_each_date_and_report_it(dag_runner, database, redis_client, data, job, start):
+def test_whole_run_jobs_backfill_each_date_and_report_it(dag_runner, database, redis_client, data, job, start,
+                                                         tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTIFACT_ROOT", tmp_path.as_uri())  # model versions and embedding cache of its own
     out = dag_runner("backfill", {"job": job, "start_date": start, "end_date": "2024-06-09"
                                   if job.startswith("popular") else AS_OF})
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]

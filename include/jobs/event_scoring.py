@@ -28,6 +28,27 @@ _FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 PG_WORK_MEM = "SET LOCAL work_mem = '256MB'"
 
 
+class DecayWindow:
+    """The decayed event window a run settings class shares (fields as_of, half_life_days,
+    window_days, weights): its Decay, where the window starts, and the check of both."""
+
+    @property
+    def decay(self):
+        from include.models.popularity import Decay
+
+        return Decay(self.half_life_days, self.window_days, dict(self.weights))
+
+    @property
+    def since(self) -> dt.datetime:
+        return self.as_of - dt.timedelta(days=self.window_days)
+
+    def check_decay(self) -> None:
+        try:
+            self.decay
+        except ValueError as exc:
+            fail(f"bad decay settings: {exc}")
+
+
 def raise_work_mem(db, cur) -> None:
     """More sort/hash memory for this transaction on PostgreSQL (SQL Server grants it itself)."""
     if db.dialect == "postgres":

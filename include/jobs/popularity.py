@@ -34,7 +34,7 @@ SEGMENTS_JOB = "popular_segments"
 
 
 @dataclass(frozen=True)
-class PopularityRun:
+class PopularityRun(event_scoring.DecayWindow):
     """A run's settings: DAG params over Variables/environment over the defaults."""
 
     as_of: dt.datetime
@@ -56,21 +56,8 @@ class PopularityRun:
                   top_n=pick(params, "top_n", "POPULAR_SEGMENT_TOP_N" if segments else "POPULARITY_TOP_N", int),
                   ttl=pick(params, "ttl", "POPULAR_SEGMENT_TTL" if segments else "POPULARITY_TTL", int),
                   max_age_hours=pick(params, "freshness_hours", "EVENTS_MAX_AGE_HOURS"))
-        try:
-            run.decay
-        except ValueError as exc:
-            fail(f"bad decay settings: {exc}")
+        run.check_decay()
         return run
-
-    @property
-    def decay(self):
-        from include.models.popularity import Decay
-
-        return Decay(self.half_life_days, self.window_days, dict(self.weights))
-
-    @property
-    def since(self) -> dt.datetime:
-        return self.as_of - dt.timedelta(days=self.window_days)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "as_of": self.as_of.isoformat()}

@@ -22,7 +22,6 @@ The tables live on the source_db connection, beside the events the statements re
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -45,7 +44,7 @@ FEATURES = {"affinity": ("delete_user_category_affinity", "insert_user_category_
 
 
 @dataclass(frozen=True)
-class AffinityRun:
+class AffinityRun(event_scoring.DecayWindow):
     """A run's settings; `previous` is the watermark (last successful as_of), None on a full rebuild."""
 
     as_of: dt.datetime
@@ -77,23 +76,10 @@ class AffinityRun:
                   top_n=pick(params, "top_n", "PROFILE_TOP_N", int),
                   ttl=pick(params, "ttl", "AFFINITY_TTL", int),
                   max_age_hours=pick(params, "freshness_hours", "EVENTS_MAX_AGE_HOURS"))
-        try:
-            run.decay
-        except ValueError as exc:
-            fail(f"bad decay settings: {exc}")
+        run.check_decay()
         if not any(run.weights.values()):
             fail(f"all event weights are 0 ({run.weights}); at least one must be > 0 to score anything")
         return run
-
-    @property
-    def decay(self):
-        from include.models.popularity import Decay
-
-        return Decay(self.half_life_days, self.window_days, dict(self.weights))
-
-    @property
-    def since(self) -> dt.datetime:
-        return self.as_of - dt.timedelta(days=self.window_days)
 
     def dirty_params(self) -> dict[str, Any]:
         """Which users to recompute: see insert_user_affinity_dirty.sql."""
@@ -194,22 +180,6 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
     return stats
 
 
-def read_rows(db: Database, name: str, params: dict[str, Any] | None = None):
-    """A query's rows as a DataFrame; on PostgreSQL through COPY, several times faster for millions."""
-    import pandas as pd
-
-    if db.dialect != "postgres":
-        return db.frame(name, params)
-    buffer = io.BytesIO()
-    with db.conn.cursor() as cur:
-        with cur.copy(f"COPY ({db.sql(name).strip()}) TO STDOUT (FORMAT csv, HEADER true)", params) as copy:
-            for chunk in copy:
-                buffer.write(chunk)
-    db.conn.commit()
-    buffer.seek(0)
-    return pd.read_csv(buffer, keep_default_na=False, na_values=[""])
-
-
 # Replaces each user's hash in one server-side call per chunk: DEL, then HSET of its fields (and
 # EXPIRE). redis-py packs commands in pure Python at about 10,000 users a second; a script fed
 # flat JSON arrays moves the per-user loop into Redis. The keys travel as KEYS (cluster-safe
@@ -272,7 +242,7 @@ def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | N
     a past date or of some users passes move_watermark=False: the watermark never goes back."""
     started = time.monotonic()
     with Database(SOURCE_CONN_ID) as db:
-        rows = read_rows(db, "user_affinity_redis_rows")
+        rows = db.bulk_frame("user_affinity_redis_rows")
         cache = RedisCache()
         try:
             written = write_hashes(cache, rows, config.get("AFFINITY_KEY"), run.ttl or None)

@@ -13,6 +13,12 @@ AS_OF = "2024-06-02"
 # The planted infinite quantity must reach the engine to make its product fail: under the default
 # SOURCE_MAX_QUANTITY it is an absurd source row, left out and quarantined (test_bad_source_rows.py).
 NO_QUANTITY_BOUND = {"SOURCE_MAX_QUANTITY": "inf"}
+# The fields of a forecast:{product_id} document (DESIGN.md, Contracts).
+DOCUMENT_FIELDS = {"product_id", "as_of_date", "forecast_weeks", "predictions", "summary", "model_metadata"}
+WEEK_FIELDS = {"week_start", "week_end", "predicted_quantity", "confidence_lower", "confidence_upper",
+               "active_customers"}
+SUMMARY_FIELDS = {"total_predicted_quantity", "active_customers", "avg_weekly_quantity"}
+MODEL_METADATA_FIELDS = {"model_type", "forecast_accuracy_estimate", "historical_weeks", "generated_at"}
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +65,27 @@ def test_forecasts_every_eligible_product(dag_runner, database, redis_client, or
     assert len(keys) == meta["successful"] and keys <= eligible and bad not in keys
     assert 0 < redis_client.ttl("forecast:metadata:last_run") <= 604800
 
-    for product_id in sorted(keys)[:10]:
-        key = f"forecast:{product_id}"
-        assert 604000 < redis_client.ttl(key) <= 604800
-        doc = json.loads(redis_client.get(key))
+    product_ids = sorted(keys)
+    pipe = redis_client.pipeline(transaction=False)  # one round trip for every key's TTL and document
+    for product_id in product_ids:
+        pipe.ttl(f"forecast:{product_id}")
+        pipe.get(f"forecast:{product_id}")
+    replies = pipe.execute()
+    for product_id, ttl, raw in zip(product_ids, replies[::2], replies[1::2]):
+        assert 604000 < ttl <= 604800, (product_id, ttl)
+        doc = json.loads(raw)
+        assert set(doc) == DOCUMENT_FIELDS, product_id
         assert doc["product_id"] == product_id and doc["as_of_date"] == AS_OF and doc["forecast_weeks"] == 12
         weeks = doc["predictions"]
         assert len(weeks) == 12 and weeks[0]["week_start"] == "2024-06-03" and weeks[0]["week_end"] == "2024-06-09"
         for week in weeks:
+            assert set(week) == WEEK_FIELDS, product_id
             assert 0 <= week["confidence_lower"] <= week["predicted_quantity"] <= week["confidence_upper"]
             assert week["active_customers"] >= 0
+        assert set(doc["summary"]) == SUMMARY_FIELDS, product_id
         assert doc["summary"]["total_predicted_quantity"] == pytest.approx(
             sum(w["predicted_quantity"] for w in weeks), abs=0.1)
-        assert set(doc["model_metadata"]) == {"model_type", "forecast_accuracy_estimate", "historical_weeks",
-                                              "generated_at"}
+        assert set(doc["model_metadata"]) == MODEL_METADATA_FIELDS, product_id
 
     letters = _dead_letters(database)
     assert len(letters) == 1 and letters[0][0] == "forecast_worker"

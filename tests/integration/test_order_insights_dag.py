@@ -9,7 +9,7 @@ import pytest
 
 from include.datasets.source_tables import load_source
 from include.datasets.synthetic import generate
-from tests.integration._llm_server import ChatServer
+from tests.integration._llm_server import ChatServer, digest
 
 AS_OF = "2024-05-31"
 MIN_ORDERS = 3  # the small test data has few users with the default 5 orders in 30 days
@@ -63,6 +63,15 @@ def _keys(redis_client) -> dict[int, dict]:
             for k in redis_client.scan_iter("recommendations:user:*")}
 
 
+def _dead_letters(database) -> dict[int, str]:
+    """This job's dead letters: customer_id -> error."""
+    with database.conn.cursor() as cur:
+        cur.execute("SELECT input, error FROM dead_letter WHERE job_name = 'order_insights'")
+        rows = cur.fetchall()
+    database.conn.commit()
+    return {json.loads(data)["customer_id"]: error for data, error in rows}
+
+
 def test_rules_digest_for_every_eligible_user(dag_runner, redis_client, eligible):
     out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "shard_count": 3})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -110,6 +119,63 @@ def test_llm_generator_rotates_past_a_refused_key(dag_runner, redis_client, elig
     assert {"orders", "spend", "category_shares", "suggestions", "mean_days_between_orders"} <= set(prompt)
     meta = json.loads(redis_client.get(META))
     assert meta["generator"] == "llm" and meta["successful"] == 5 and meta["llm_requests"] >= 5
+
+
+def test_llm_generator_rotates_past_a_rate_limited_key(dag_runner, redis_client, eligible, llm_connection):
+    with ChatServer({"limited": [429]}) as server:
+        llm_connection(server, ["limited", "spare"])
+        out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "generator": "llm",
+                                            "shard_count": 1})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # one 429 moves the client on at once: the limited key is not asked again while the spare one answers
+    assert server.keys_used() == ["limited"] + ["spare"] * len(eligible)
+    docs = _keys(redis_client)
+    assert set(docs) == set(eligible)
+    for customer_id, doc in docs.items():
+        assert doc["generator"] == "llm" and doc["summary"].startswith(f"{eligible[customer_id]} orders, ")
+    meta = json.loads(redis_client.get(META))
+    assert meta["successful"] == meta["keys_written"] == len(eligible) and meta["failed"] == 0
+    assert meta["llm_rate_limits"] == 1 and meta["llm_requests"] == len(eligible) + 1
+
+
+def test_bad_llm_replies_fail_only_their_users(dag_runner, redis_client, database, eligible, llm_connection):
+    # The prompt names no user: the server answers badly for the users with the two highest order counts.
+    most, second = sorted(set(eligible.values()))[-2:]
+    not_json = {c for c, n in eligible.items() if n == most}
+    wrong_shape = {c for c, n in eligible.items() if n == second}
+    bad = not_json | wrong_shape
+    assert 0 < len(bad) <= len(eligible) // 10
+
+    def reply(facts) -> str:
+        if facts["orders"] == most:
+            return "Here is your digest: keep ordering!"
+        if facts["orders"] == second:
+            return json.dumps({"digest": "A digest.", "advice": ["A tip."]})
+        return digest(facts)
+
+    with database.conn.cursor() as cur:
+        cur.execute("DELETE FROM dead_letter")
+    database.conn.commit()
+    with ChatServer(reply=reply) as server:
+        llm_connection(server, ["k1"])
+        out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "generator": "llm",
+                                            "shard_count": 2},
+                         env={"INSIGHTS_MAX_FAILURE_RATE": "0.1"})  # the few bad users are above 5% of this small set
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert len(server.requests) == len(eligible)  # a bad reply is counted, not asked again
+
+    docs = _keys(redis_client)
+    assert set(docs) == set(eligible) - bad
+    assert all(doc["generator"] == "llm" and doc["summary"].startswith(f"{eligible[c]} orders, ")
+               for c, doc in docs.items())
+    meta = json.loads(redis_client.get(META))
+    assert meta["total_users"] == len(eligible) and meta["failed"] == len(bad)
+    assert meta["successful"] == meta["keys_written"] == len(eligible) - len(bad)
+
+    letters = _dead_letters(database)
+    assert set(letters) == bad
+    assert all("reply is not JSON" in letters[c] for c in not_json)
+    assert all("reply must be an object with keys summary and tips" in letters[c] for c in wrong_shape)
 
 
 def test_all_keys_exhausted_stops_the_run_at_once(dag_runner, redis_client, eligible, llm_connection):

@@ -4,13 +4,13 @@
                                   [--changed-fraction 0.01]
 
 Synthetic events over `days` before as_of (binary COPY). Measured:
-- full rebuild: compute (the changed-user set, user_category_affinity and user_profiles
-  recomputed with set-based statements plus the post-checks, one transaction) and publish
-  (every user's Redis hash, the watermark);
+- full rebuild: compute (the changed-user set, the window's events read in one bulk query and
+  scored by include/models/affinity.py, user_category_affinity and user_profiles replaced by COPY
+  with the post-checks in one transaction) and publish (every user's Redis hash, the watermark);
 - incremental: new events for `changed_fraction` of the users in the day after as_of, then the
   run as of a day later; its time should be proportional to the users recomputed;
-- pandas: the window's events with their products read into a DataFrame (COPY) and
-  include.models.popularity.category_affinity + user_profiles.
+- pandas: the window's events with their products read into a DataFrame (COPY) and the plain
+  pandas reference, include.models.popularity.category_affinity + user_profiles.
 Targets: full rebuild of 1,000,000 users in 60 s (the seed's: 5 minutes).
 """
 from __future__ import annotations

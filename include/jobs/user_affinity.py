@@ -12,9 +12,10 @@ as_of - window]. Those users, and only those, are recomputed; the result equals 
 a timestamp before the watermark, and changed decay settings or product categories: run with
 full_rebuild=true then (the param), e.g. weekly.
 
-`compute` fills user_affinity_dirty with the recomputed users, replaces their rows in
-user_category_affinity and user_profiles with set-based INSERT ... SELECT statements and runs the
-post-checks, all in one transaction: a failing check rolls back and the previous values stay.
+`compute` records the recomputed users in user_affinity_dirty, reads their events in the window
+(one bulk query) and scores them with include/models/affinity.py, then replaces their rows in
+user_category_affinity and user_profiles (bulk COPY; TRUNCATE first on a full rebuild) and runs
+the post-checks, all in one transaction: a failing check rolls back and the previous values stay.
 `publish` rewrites the users' Redis hashes `affinity:user:{id}` (category -> affinity) and only
 then moves the watermark, so a failed publish is redone by the retry or the next run.
 The tables live on the source_db connection, beside the events the statements read.
@@ -39,8 +40,7 @@ log = logging.getLogger(__name__)
 
 JOB = "user_affinity"
 # What a run recomputes; a backfill may pick a subset (its `features`).
-FEATURES = {"affinity": ("delete_user_category_affinity", "insert_user_category_affinity"),
-            "profiles": ("delete_user_profiles", "insert_user_profiles")}
+FEATURES = {"affinity": "user_category_affinity", "profiles": "user_profiles"}  # feature -> the table it fills
 
 
 @dataclass(frozen=True)
@@ -133,31 +133,49 @@ def _post_problems(row: dict[str, Any], full: bool, events_in_window: int) -> di
     return problems
 
 
+def _mark_dirty(db: Database, params: dict[str, Any], user_ids: list[int] | None) -> None:
+    """Record the users this run recomputes in user_affinity_dirty (its own transaction: the events
+    read joins it on another connection)."""
+    with db.failing_for_good("marking the users to recompute"), db.conn.cursor() as cur:
+        cur.execute(db.sql("delete_user_affinity_dirty"), {})
+        if user_ids is None:
+            cur.execute(db.sql("insert_user_affinity_dirty"), params)
+        else:
+            cur.executemany(db.sql("insert_user_affinity_dirty_user"), [{"user_id": int(u)} for u in user_ids])
+    db.conn.commit()
+
+
 def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated_at: dt.datetime | None = None,
             user_ids: list[int] | None = None, features: list[str] | None = None) -> dict[str, Any]:
-    """Recompute the changed users' affinities and profiles and check them, in one transaction.
-    A backfill passes `user_ids` (recompute exactly those users) and/or `features` (a subset of
-    FEATURES); the affinity/profile count check needs both features."""
+    """Recompute the changed users' affinities and profiles (include/models/affinity.py over their
+    events), then replace their rows and check them in one transaction. A backfill passes
+    `user_ids` (recompute exactly those users) and/or `features` (a subset of FEATURES); the
+    affinity/profile count check needs both features."""
+    from include.models.affinity import user_affinity
+    from include.runtime.bulk_writer import BulkWriter
+
     started = time.monotonic()
     updated_at = (updated_at or dt.datetime.now(dt.timezone.utc)).replace(tzinfo=None, microsecond=0)
-    params = {**run.decay.sql_params(run.as_of), **run.dirty_params(), "top_n": run.top_n, "updated_at": updated_at}
+    everyone = run.full_rebuild and user_ids is None
+    params = {**run.decay.sql_params(run.as_of), **run.dirty_params(), "everyone": int(everyone)}
     features = list(features or FEATURES)
-    counts: dict[str, int] = {}
     with Database(SOURCE_CONN_ID) as db:
-        conn = db.conn
+        _mark_dirty(db, params, user_ids)
+        events = db.bulk_frame("user_affinity_events", params)
+        scored = user_affinity(events, db.bulk_frame("user_affinity_products"), run.as_of, run.decay, run.top_n)
+        log.info("scored %d events: %d affinities of %d users in %.1fs", len(events), len(scored.affinity),
+                 len(scored.profiles), time.monotonic() - started)
+        del events
+        rows = {"affinity": scored.affinity, "profiles": scored.profiles}
+        writer, conn = BulkWriter(db), db.conn
         try:
-            with conn.cursor() as cur:
-                event_scoring.raise_work_mem(db, cur)
-                cur.execute(db.sql("delete_user_affinity_dirty"), {})
-                if user_ids is None:
-                    cur.execute(db.sql("insert_user_affinity_dirty"), params)
-                else:
-                    cur.executemany(db.sql("insert_user_affinity_dirty_user"), [{"user_id": int(u)} for u in user_ids])
-                for name in (name for feature in features for name in FEATURES[feature]):
-                    step = time.monotonic()
-                    cur.execute(db.sql(name), params)
-                    counts[name] = cur.rowcount
-                    log.info("%s: %d rows in %.1fs", name, cur.rowcount, time.monotonic() - step)
+            with db.failing_for_good("replacing the affinities and profiles"), conn.cursor() as cur:
+                for feature in features:
+                    table, step = FEATURES[feature], time.monotonic()
+                    # a full rebuild replaces every row: TRUNCATE, not millions of row deletes
+                    cur.execute(db.sql(f"{'truncate' if everyone else 'delete'}_{table}"), {})
+                    written = writer.write(cur, table, rows[feature].assign(updated_at=updated_at))
+                    log.info("%s: %d rows in %.1fs", table, written, time.monotonic() - step)
                 cur.execute(db.sql("user_affinity_stats"), {})
                 row = {k: int(v or 0) for k, v in zip([d[0] for d in cur.description], cur.fetchone())}
             problems = _post_problems(row, run.full_rebuild, int((input_stats or {}).get("events_in_window", 0)))
@@ -174,8 +192,7 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
             raise
     stats = {"mode": "full" if run.full_rebuild else "incremental", "users_recomputed": row["dirty_users"],
              "affinity_rows": row["affinity_rows"], "affinity_users": row["affinity_users"],
-             "profiles": row["profiles"], "rows_deleted": counts.get("delete_user_category_affinity", 0),
-             "seconds": round(time.monotonic() - started, 3)}
+             "profiles": row["profiles"], "seconds": round(time.monotonic() - started, 3)}
     log_summary(f"user_affinity committed (as_of {run.as_of.isoformat()})", stats)
     return stats
 

@@ -1,8 +1,9 @@
 """Decayed event scores in pandas: popularity, segment popularity, category affinity, profiles.
 
-The jobs compute these in the database (include/sql/*/update_popularity_scores.sql and friends);
-this module is the same arithmetic on frames, the reference the SQL is tested against and the
-pandas baseline of the benchmarks. An event in the window (as_of - window_days, as_of] counts
+popularity and popular_segments compute theirs in the database (update_popularity_scores.sql and
+popular_segments.sql); user_affinity computes its own with include/models/affinity.py. This module
+is the same arithmetic in plain pandas: the reference those are tested against and the pandas
+baseline of the benchmarks. An event in the window (as_of - window_days, as_of] counts
 weight(event_type) * 0.5 ** (age / half_life); events of other types are ignored, as are
 events after as_of (the model never reads the clock).
 """
@@ -60,15 +61,22 @@ class Decay:
                 "w_view": float(self.weights.get("view", 0.0))}
 
 
+def decayed(events: pd.DataFrame, as_of: dt.datetime, decay: Decay) -> tuple[np.ndarray, np.ndarray]:
+    """Which events count (a mask: in the window, of a known type) and their scores, weight x decay."""
+    ts = pd.to_datetime(events["ts"]).to_numpy(dtype="datetime64[ns]")
+    as_of_ts = np.datetime64(pd.Timestamp(as_of).to_datetime64(), "ns")
+    since = np.datetime64(pd.Timestamp(decay.since(as_of)).to_datetime64(), "ns")
+    kind = pd.Categorical(events["event_type"], categories=EVENT_TYPES).codes
+    keep = (ts > since) & (ts <= as_of_ts) & (kind >= 0)
+    weight = np.array([float(decay.weights.get(t, 0.0)) for t in EVENT_TYPES])
+    age = (as_of_ts - ts[keep]) / np.timedelta64(1, "s")
+    return keep, weight[kind[keep]] * np.exp(-decay.rate * age)
+
+
 def scored_events(events: pd.DataFrame, as_of: dt.datetime, decay: Decay) -> pd.DataFrame:
     """The events in the window with a `score` column (weight x decay); other types dropped."""
-    ts = pd.to_datetime(events["ts"])
-    as_of_ts = pd.Timestamp(as_of)
-    keep = (ts > pd.Timestamp(decay.since(as_of))) & (ts <= as_of_ts) & events["event_type"].isin(EVENT_TYPES)
-    kept = events.loc[keep]
-    age = (as_of_ts - ts[keep]).dt.total_seconds().to_numpy()
-    weight = kept["event_type"].map(decay.weights).fillna(0.0).to_numpy(dtype=float)
-    return kept.assign(score=weight * np.exp(-decay.rate * age))
+    keep, score = decayed(events, as_of, decay)
+    return events.loc[keep].assign(score=score)
 
 
 def popularity_scores(events: pd.DataFrame, products: pd.DataFrame, as_of: dt.datetime,

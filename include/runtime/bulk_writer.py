@@ -60,21 +60,26 @@ class BulkWriter:
              params: dict[str, Any] | None = None) -> int:
         """Load `frame` into `table`, after statement `delete` (a query name) when given,
         all in one transaction; the rows loaded."""
-        columns = _columns(table, frame)
         conn = self.db.conn
         try:
             with self.db.failing_for_good(f"load of {table}"), conn.cursor() as cur:
                 if delete is not None:
                     cur.execute(self.db.sql(delete), params or {})
-                if len(frame):
-                    load = self._copy if self.db.dialect == "postgres" else self._insert_batches
-                    load(cur, table, frame[list(columns)])
+                self.write(cur, table, frame)
             conn.commit()
         except BaseException:
             # a connection cut mid-load cannot roll back (the server already has): keep the real error
             with contextlib.suppress(Exception):
                 conn.rollback()
             raise
+        return len(frame)
+
+    def write(self, cur, table: str, frame: "pd.DataFrame") -> int:
+        """Load `frame` into `table` through `cur`, inside the caller's transaction; the rows loaded."""
+        columns = _columns(table, frame)
+        if len(frame):
+            load = self._copy if self.db.dialect == "postgres" else self._insert_batches
+            load(cur, table, frame[list(columns)])
         return len(frame)
 
     def _copy(self, cur, table: str, frame: "pd.DataFrame") -> None:

@@ -1,5 +1,5 @@
 """user_affinity steps on real PostgreSQL and Redis: an incremental run equals a full rebuild,
-the SQL equals the pandas model, the gates keep the previous values."""
+the job equals the plain pandas reference, the gates keep the previous values."""
 from __future__ import annotations
 
 import datetime as dt
@@ -73,7 +73,7 @@ def test_incremental_run_equals_a_full_rebuild(database, redis_client, synthetic
     for user, hashed in hashes_full.items():
         assert hashes_inc[user] == pytest.approx(hashed, rel=1e-9)
 
-    # and both equal the pandas model on the same data
+    # and both equal the plain pandas reference on the same data
     decay = Decay(30.0, WINDOW)
     expected = category_affinity(synthetic.events, synthetic.products, SECOND, decay)
     pd.testing.assert_frame_equal(affinity_full.drop(columns="affinity"), expected.drop(columns="affinity"),

@@ -1,0 +1,2 @@
+-- A full rebuild replaces every row of user_category_affinity (in the run's transaction: readers wait, then see the new set).
+TRUNCATE TABLE user_category_affinity

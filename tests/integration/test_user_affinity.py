@@ -113,3 +113,29 @@ def test_nothing_new_recomputes_nobody(database, redis_client, synthetic):
     _run(FIRST, full=True)
     again = _run(FIRST)
     assert again["mode"] == "incremental" and again["users_recomputed"] == 0
+
+
+def test_a_full_rebuild_killed_mid_write_keeps_the_previous_rows(database, redis_client, synthetic):
+    """The full rebuild empties both tables (TRUNCATE) before loading them; a load that dies after
+    that, here on the profiles, must roll the TRUNCATE back with the rest."""
+    _run(FIRST, full=True)
+    before = _tables(database)
+    with database.conn.cursor() as cur:
+        cur.execute("""CREATE OR REPLACE FUNCTION fail_profile_load() RETURNS trigger AS $$
+                       BEGIN RAISE EXCEPTION 'killed mid-way'; END $$ LANGUAGE plpgsql""")
+        cur.execute("CREATE TRIGGER kill_profiles BEFORE INSERT ON user_profiles FOR EACH ROW "
+                    "EXECUTE FUNCTION fail_profile_load()")
+    database.conn.commit()
+    try:
+        run = _affinity_run(SECOND, full=True)
+        with pytest.raises(AirflowFailException, match="replacing the affinities and profiles .* killed mid-way"):
+            job.compute(run, job.check_inputs(run))
+    finally:
+        with database.conn.cursor() as cur:
+            cur.execute("DROP TRIGGER IF EXISTS kill_profiles ON user_profiles")
+        database.conn.commit()
+    after = _tables(database)
+    assert len(before[0]) > 0 and len(before[1]) > 0
+    pd.testing.assert_frame_equal(after[0], before[0])
+    pd.testing.assert_frame_equal(after[1], before[1])
+    assert job.read_watermark() == FIRST

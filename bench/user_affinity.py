@@ -28,7 +28,7 @@ TARGET_S, SEED_TARGET_S = 60.0, 300.0
 
 def _timed_run(job, as_of: dt.datetime, full: bool) -> dict:
     run = job.AffinityRun.from_params({"as_of": as_of.isoformat(), "full_rebuild": full}, as_of, as_of,
-                                      job.read_watermark())
+                                      job.read_watermark(), f"bench:{as_of.isoformat()}")
     started = time.monotonic()
     input_stats = job.check_inputs(run)
     checked = time.monotonic()

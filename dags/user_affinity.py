@@ -52,7 +52,8 @@ def user_affinity():
         from include.jobs import user_affinity as job
 
         return job.AffinityRun.from_params(context["params"], context["dag_run"].run_after,
-                                           dt.datetime.now(dt.timezone.utc), job.read_watermark()).to_dict()
+                                           dt.datetime.now(dt.timezone.utc), job.read_watermark(),
+                                           context["dag_run"].run_id).to_dict()
 
     @task(pool=SOURCE_POOL, inlets=[EVENTS, POPULARITY])
     def check_inputs(run: dict) -> dict:

@@ -365,7 +365,8 @@ def _affinity(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: 
 
     watermark = job.read_watermark()
     now = dt.datetime.now(dt.timezone.utc)
-    settings = job.AffinityRun.from_params({"as_of": _event_as_of(as_of)}, now, now, watermark)
+    settings = job.AffinityRun.from_params({"as_of": _event_as_of(as_of)}, now, now, watermark,
+                                           f"{run.run_key}:{as_of.isoformat()}")
     inputs = job.check_inputs(settings)
     if run.dry_run:
         return {"succeeded": 0, "failed": 0, "skipped": len(run.ids or []), "inputs": inputs,

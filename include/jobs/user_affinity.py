@@ -12,7 +12,8 @@ as_of - window]. Those users, and only those, are recomputed; the result equals 
 a timestamp before the watermark, and changed decay settings or product categories: run with
 full_rebuild=true then (the param), e.g. weekly.
 
-`compute` records the recomputed users in user_affinity_dirty, reads their events in the window
+`compute` records the recomputed users in user_affinity_recompute under the run's key (a
+backfill may run beside the scheduled run), reads their events in the window
 (one bulk query) and scores them with include/models/affinity.py, then replaces their rows in
 user_category_affinity and user_profiles (bulk COPY; TRUNCATE first on a full rebuild) and runs
 the post-checks, all in one transaction: a failing check rolls back and the previous values stay.
@@ -41,12 +42,15 @@ log = logging.getLogger(__name__)
 JOB = "user_affinity"
 # What a run recomputes; a backfill may pick a subset (its `features`).
 FEATURES = {"affinity": "user_category_affinity", "profiles": "user_profiles"}  # feature -> the table it fills
+RECOMPUTE_KEEP_DAYS = 7  # a run's recompute rows older than this belong to a run that failed for good
 
 
 @dataclass(frozen=True)
 class AffinityRun(event_scoring.DecayWindow):
-    """A run's settings; `previous` is the watermark (last successful as_of), None on a full rebuild."""
+    """A run's settings; `previous` is the watermark (last successful as_of), None on a full rebuild;
+    `run_key` names the run's set of users to recompute (the DAG run id; a backfill's own)."""
 
+    run_key: str
     as_of: dt.datetime
     full_rebuild: bool
     previous: dt.datetime | None
@@ -59,7 +63,7 @@ class AffinityRun(event_scoring.DecayWindow):
 
     @classmethod
     def from_params(cls, params: dict[str, Any], run_after: dt.datetime, now: dt.datetime,
-                    watermark: dt.datetime | None) -> "AffinityRun":
+                    watermark: dt.datetime | None, run_key: str) -> "AffinityRun":
         pick = event_scoring.pick
         as_of = event_scoring.resolve_as_of(params.get("as_of"), run_after, now)
         full = bool(params.get("full_rebuild", False))
@@ -69,7 +73,7 @@ class AffinityRun(event_scoring.DecayWindow):
         elif not full and as_of < watermark:
             log.info("as_of %s is before the watermark %s: this run is a full rebuild", as_of, watermark)
             full = True
-        run = cls(as_of=as_of, full_rebuild=full, previous=None if full else watermark,
+        run = cls(run_key=run_key, as_of=as_of, full_rebuild=full, previous=None if full else watermark,
                   half_life_days=pick(params, "half_life_days", "AFFINITY_HALF_LIFE_DAYS"),
                   window_days=pick(params, "window_days", "AFFINITY_WINDOW_DAYS"),
                   weights=event_scoring.weights_from(params),
@@ -81,8 +85,8 @@ class AffinityRun(event_scoring.DecayWindow):
             fail(f"all event weights are 0 ({run.weights}); at least one must be > 0 to score anything")
         return run
 
-    def dirty_params(self) -> dict[str, Any]:
-        """Which users to recompute: see insert_user_affinity_dirty.sql."""
+    def recompute_params(self) -> dict[str, Any]:
+        """Which users to recompute: see insert_user_affinity_recompute.sql."""
         window = dt.timedelta(days=self.window_days)
         if self.previous is None:
             return {"full": 1, "as_of": self.as_of, "changed_since": self.since,
@@ -125,23 +129,24 @@ def _post_problems(row: dict[str, Any], full: bool, events_in_window: int) -> di
                                   "affinity 1")
     if row["bad_profiles"]:
         problems["profiles"] = f"{row['bad_profiles']} profiles with interaction_count <= 0 or a bad avg_price"
-    if not row["affinity_users"] <= row["profiles"] <= row["dirty_users"]:
+    if not row["affinity_users"] <= row["profiles"] <= row["recomputed_users"]:
         problems["count"] = (f"expected affinity users ({row['affinity_users']}) <= profiles ({row['profiles']}) "
-                             f"<= recomputed users ({row['dirty_users']})")
+                             f"<= recomputed users ({row['recomputed_users']})")
     elif full and events_in_window and not row["profiles"]:
         problems["count"] = f"a full rebuild over {events_in_window} events produced no profile"
     return problems
 
 
-def _mark_dirty(db: Database, params: dict[str, Any], user_ids: list[int] | None) -> None:
-    """Record the users this run recomputes in user_affinity_dirty (its own transaction: the events
-    read joins it on another connection)."""
+def _mark_recomputed(db: Database, params: dict[str, Any], user_ids: list[int] | None) -> None:
+    """Record the users this run recomputes in user_affinity_recompute (its own transaction: the
+    events read joins it on another connection)."""
     with db.failing_for_good("marking the users to recompute"), db.conn.cursor() as cur:
-        cur.execute(db.sql("delete_user_affinity_dirty"), {})
+        cur.execute(db.sql("delete_user_affinity_recompute"), params)
         if user_ids is None:
-            cur.execute(db.sql("insert_user_affinity_dirty"), params)
+            cur.execute(db.sql("insert_user_affinity_recompute"), params)
         else:
-            cur.executemany(db.sql("insert_user_affinity_dirty_user"), [{"user_id": int(u)} for u in user_ids])
+            cur.executemany(db.sql("insert_user_affinity_recompute_user"),
+                            [{**params, "user_id": int(u)} for u in user_ids])
     db.conn.commit()
 
 
@@ -157,10 +162,12 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
     started = time.monotonic()
     updated_at = (updated_at or dt.datetime.now(dt.timezone.utc)).replace(tzinfo=None, microsecond=0)
     everyone = run.full_rebuild and user_ids is None
-    params = {**run.decay.sql_params(run.as_of), **run.dirty_params(), "everyone": int(everyone)}
+    params = {**run.decay.sql_params(run.as_of), **run.recompute_params(), "everyone": int(everyone),
+              "run_key": run.run_key, "created_at": updated_at,
+              "stale_before": updated_at - dt.timedelta(days=RECOMPUTE_KEEP_DAYS)}
     features = list(features or FEATURES)
     with Database(SOURCE_CONN_ID) as db:
-        _mark_dirty(db, params, user_ids)
+        _mark_recomputed(db, params, user_ids)
         events = db.bulk_frame("user_affinity_events", params)
         scored = user_affinity(events, db.bulk_frame("user_affinity_products"), run.as_of, run.decay, run.top_n)
         log.info("scored %d events: %d affinities of %d users in %.1fs", len(events), len(scored.affinity),
@@ -173,10 +180,10 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
                 for feature in features:
                     table, step = FEATURES[feature], time.monotonic()
                     # a full rebuild replaces every row: TRUNCATE, not millions of row deletes
-                    cur.execute(db.sql(f"{'truncate' if everyone else 'delete'}_{table}"), {})
+                    cur.execute(db.sql(f"{'truncate' if everyone else 'delete'}_{table}"), params)
                     written = writer.write(cur, table, rows[feature].assign(updated_at=updated_at))
                     log.info("%s: %d rows in %.1fs", table, written, time.monotonic() - step)
-                cur.execute(db.sql("user_affinity_stats"), {})
+                cur.execute(db.sql("user_affinity_stats"), params)
                 row = {k: int(v or 0) for k, v in zip([d[0] for d in cur.description], cur.fetchone())}
             problems = _post_problems(row, run.full_rebuild, int((input_stats or {}).get("events_in_window", 0)))
             if len(features) < len(FEATURES):
@@ -190,7 +197,7 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
         except BaseException:
             conn.rollback()
             raise
-    stats = {"mode": "full" if run.full_rebuild else "incremental", "users_recomputed": row["dirty_users"],
+    stats = {"mode": "full" if run.full_rebuild else "incremental", "users_recomputed": row["recomputed_users"],
              "affinity_rows": row["affinity_rows"], "affinity_users": row["affinity_users"],
              "profiles": row["profiles"], "seconds": round(time.monotonic() - started, 3)}
     log_summary(f"user_affinity committed (as_of {run.as_of.isoformat()})", stats)
@@ -255,19 +262,22 @@ def write_hashes(cache: RedisCache, rows, key: str, ttl: int | None, chunk_users
 
 def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | None = None,
             move_watermark: bool = True) -> dict[str, Any]:
-    """The recomputed users' Redis hashes, then the watermark, then the run metrics. A backfill of
-    a past date or of some users passes move_watermark=False: the watermark never goes back."""
+    """The recomputed users' Redis hashes, then the watermark, then the run metrics; the run's set of
+    users to recompute is cleared last. A backfill of a past date or of some users passes
+    move_watermark=False: the watermark never goes back."""
     started = time.monotonic()
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     with Database(SOURCE_CONN_ID) as db:
-        rows = db.bulk_frame("user_affinity_redis_rows")
+        rows = db.bulk_frame("user_affinity_redis_rows", {"run_key": run.run_key})
         cache = RedisCache()
         try:
             written = write_hashes(cache, rows, config.get("AFFINITY_KEY"), run.ttl or None)
         finally:
             cache.close()
         if move_watermark:
-            now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
             db.execute("upsert_job_watermark", {"job": JOB, "watermark": run.as_of, "updated_at": now})
+        db.execute("delete_user_affinity_recompute",
+                   {"run_key": run.run_key, "stale_before": now - dt.timedelta(days=RECOMPUTE_KEEP_DAYS)})
     elapsed = ((dt.datetime.now(dt.timezone.utc) - started_at).total_seconds() if started_at
                else stats.get("seconds", 0.0) + time.monotonic() - started)
     metrics.quality(JOB, "users_recomputed", stats.get("users_recomputed", 0))

@@ -21,7 +21,7 @@ def load_events(database, products: pd.DataFrame, customers: pd.DataFrame, event
     writer.load("events", events[["user_id", "product_id", "event_type", "ts"]])
     with database.conn.cursor() as cur:
         cur.execute("DELETE FROM user_category_affinity; DELETE FROM user_profiles; DELETE FROM job_watermark; "
-                    "DELETE FROM user_affinity_dirty; DELETE FROM popular_items")
+                    "DELETE FROM user_affinity_recompute; DELETE FROM popular_items")
     database.conn.commit()
 
 

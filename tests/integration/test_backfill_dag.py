@@ -120,7 +120,7 @@ def affinity_users(database, data):
     modules start from empty affinity tables."""
     users = sorted(data.events["user_id"].value_counts().index[:3].astype(int).tolist())
     yield users
-    for table in ("user_affinity_dirty", "user_category_affinity"):  # fixed names
+    for table in ("user_affinity_recompute", "user_category_affinity"):  # fixed names
         _sql(database, f"DELETE FROM {table} WHERE user_id = ANY(%s)", (users,))
 
 

@@ -60,12 +60,13 @@ SAMPLE_PARAMS: dict[str, dict] = {
     **{name: {**_decay_params(), "top_n": 5, "job": "user_affinity", "watermark": dt.datetime(2024, 6, 1),
               "updated_at": dt.datetime(2024, 6, 2), "full": 0, "changed_since": dt.datetime(2024, 3, 1),
               "expired_since": dt.datetime(2024, 1, 1), "expired_until": dt.datetime(2024, 1, 2),
-              "everyone": 0}
+              "everyone": 0, "run_key": "r1", "created_at": dt.datetime(2024, 6, 2),
+              "stale_before": dt.datetime(2024, 5, 26)}
        for name in ("events_quality", "source_columns", "update_popularity_scores", "popularity_score_stats",
-                    "popularity_top", "popular_segments", "delete_popular_items", "insert_user_affinity_dirty",
+                    "popularity_top", "popular_segments", "delete_popular_items", "insert_user_affinity_recompute",
                     "delete_user_category_affinity", "delete_user_profiles", "truncate_user_category_affinity",
                     "truncate_user_profiles", "user_affinity_products", "user_affinity_stats", "upsert_job_watermark",
-                    "delete_user_affinity_dirty", "user_affinity_redis_rows", "job_watermark", "user_affinity_events")},
+                    "delete_user_affinity_recompute", "user_affinity_redis_rows", "job_watermark", "user_affinity_events")},
     # cf_training and faiss_rebuild
     **{name: {"since": dt.datetime(2023, 6, 1), "cutoff": dt.datetime(2024, 5, 1), "until": dt.datetime(2024, 6, 1)}
        for name in ("cf_order_interactions", "cf_event_interactions")},
@@ -79,12 +80,12 @@ SAMPLE_PARAMS: dict[str, dict] = {
     "client_ids_between": {"low": 1, "high": 20},
     "dead_letters_of_run": {"prefix": "sample:%"},
     "delete_weekly_recommendations_customer": {"week": "2024-W10", "customer_id": 3},
-    "insert_user_affinity_dirty_user": {"user_id": 987654},
+    "insert_user_affinity_recompute_user": {"run_key": "r1", "user_id": 987654, "created_at": dt.datetime(2024, 6, 2)},
     "delete_backfill_report": {"run_id": "x"},
 }
 # A statement a run executes just before the query, in its transaction, which the seeded state needs:
-# a run empties the previous run's dirty users first, and the seeded ones would collide.
-RUN_BEFORE = {"insert_user_affinity_dirty": "delete_user_affinity_dirty"}
+# a run empties its own users to recompute first, and the seeded ones would collide.
+RUN_BEFORE = {"insert_user_affinity_recompute": "delete_user_affinity_recompute"}
 QUERIES = sorted(p.stem for p in (SQL_ROOT / "postgres").glob("*.sql"))
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -106,11 +107,13 @@ def test_tsql_parses(name):
 
 
 def _schema(sql: str, dialect: str) -> dict[str, list[str]]:
-    """Tables with their columns, indexes with their table and columns."""
+    """Tables with their columns, indexes with their table and columns; dropped tables as None."""
     found = {}
     for statement in sqlglot.parse(sql, read=dialect, error_level=sqlglot.ErrorLevel.RAISE):
-        assert isinstance(statement, (sqlglot.exp.Create, sqlglot.exp.Alter)), statement.sql()
-        if isinstance(statement, sqlglot.exp.Alter):  # ADD COLUMN: the columns under the table's name
+        assert isinstance(statement, (sqlglot.exp.Create, sqlglot.exp.Alter, sqlglot.exp.Drop)), statement.sql()
+        if isinstance(statement, sqlglot.exp.Drop):
+            found.update({table.name: None for table in statement.args["tables"]})
+        elif isinstance(statement, sqlglot.exp.Alter):  # ADD COLUMN: the columns under the table's name
             found.setdefault(statement.this.name, []).extend(
                 c.name for c in statement.args["actions"] if isinstance(c, sqlglot.exp.ColumnDef))
         elif statement.kind == "TABLE":
@@ -130,15 +133,18 @@ def test_migrations_define_the_same_tables(migration):
     assert _schema(tsql, "tsql") == pg
 
 
-# Output rows the generated data lacks. user_affinity in the middle of a run: recomputed (dirty) users
-# with events in the window, one without any rows and one with stale rows, a stale row of a user not
-# recomputed, the previous run's watermark; and cf_training's similarities of an earlier model.
+# Output rows the generated data lacks. user_affinity in the middle of a run: the users run "r1"
+# recomputes (with events in the window, one without any rows, one with stale rows), another run's
+# user and a row left by a run that failed long ago, a stale row of a user not recomputed, the
+# previous run's watermark; and cf_training's similarities of an earlier model.
 _OUTPUT_ROWS = """
-DELETE FROM user_affinity_dirty; DELETE FROM user_category_affinity; DELETE FROM user_profiles;
+DELETE FROM user_affinity_recompute; DELETE FROM user_category_affinity; DELETE FROM user_profiles;
 DELETE FROM job_watermark; DELETE FROM user_similarities;
-INSERT INTO user_affinity_dirty (user_id)
-    (SELECT DISTINCT user_id FROM events WHERE ts > '2024-04-01' AND ts <= '2024-06-01' ORDER BY user_id LIMIT 5)
-    UNION ALL VALUES (900001), (900002);
+INSERT INTO user_affinity_recompute (run_key, user_id, created_at)
+    SELECT 'r1', user_id, TIMESTAMP '2024-06-02' FROM
+    ((SELECT DISTINCT user_id FROM events WHERE ts > '2024-04-01' AND ts <= '2024-06-01' ORDER BY user_id LIMIT 5)
+     UNION ALL VALUES (900001), (900002)) AS users
+    UNION ALL VALUES ('r2', 900003, TIMESTAMP '2024-06-02'), ('gone', 900004, TIMESTAMP '2024-01-01');
 INSERT INTO user_category_affinity (user_id, category, affinity, updated_at)
     VALUES (900002, 'stale', 1.0, '2024-05-01'), (900002, 'older', 0.25, '2024-05-01'),
            (900003, 'kept', 1.0, '2024-05-01');
@@ -175,7 +181,7 @@ def _run(database, sql: str, params: dict, before: str | None, written: list[str
     """The query's rows (or row count) and the written tables' rows after it; rolled back."""
     with database.conn.cursor() as cur:
         if before:
-            cur.execute(before)
+            cur.execute(before, params)
         cur.execute(sql, params)
         result = cur.fetchall() if cur.description else cur.rowcount
         # sorted by repr: rows in no particular order, and None beside values

@@ -27,7 +27,7 @@ def synthetic(database):
 
 def _affinity_run(as_of: dt.datetime, full: bool = False, **params) -> job.AffinityRun:
     conf = {"as_of": as_of.isoformat(), "window_days": WINDOW, "full_rebuild": full, **params}
-    return job.AffinityRun.from_params(conf, NOW, NOW, job.read_watermark())
+    return job.AffinityRun.from_params(conf, NOW, NOW, job.read_watermark(), f"test:{as_of.isoformat()}")
 
 
 def _run(as_of: dt.datetime, full: bool = False, **params) -> dict:
@@ -139,3 +139,22 @@ def test_a_full_rebuild_killed_mid_write_keeps_the_previous_rows(database, redis
     pd.testing.assert_frame_equal(after[0], before[0])
     pd.testing.assert_frame_equal(after[1], before[1])
     assert job.read_watermark() == FIRST
+
+
+def test_a_backfill_between_compute_and_publish_keeps_its_own_users(database, redis_client, synthetic):
+    """Runs key their users to recompute: a backfill of one user between the scheduled run's compute
+    and publish neither shrinks nor grows the set that publish writes to Redis."""
+    import dataclasses
+
+    _run(FIRST, full=True)
+    run = _affinity_run(SECOND)
+    stats = job.compute(run, job.check_inputs(run))
+    backfill = dataclasses.replace(run, run_key="backfill:one-user")
+    job.compute(backfill, user_ids=[int(synthetic.customers["customer_id"].iloc[0])])
+    published = job.publish(run, stats)
+    assert 1 < stats["users_recomputed"] == published["redis_users"]
+    with database.conn.cursor() as cur:
+        cur.execute("SELECT run_key, COUNT(*) FROM user_affinity_recompute GROUP BY run_key")
+        left = dict(cur.fetchall())
+    database.conn.commit()
+    assert left == {"backfill:one-user": 1}  # publish cleared its own run's set only

@@ -8,5 +8,5 @@ WHERE e.ts > %(since)s AND e.ts <= %(as_of)s AND %(everyone)s = 1
 UNION ALL
 SELECT e.user_id, e.product_id, e.event_type, e.ts
 FROM events AS e
-JOIN user_affinity_dirty AS d ON d.user_id = e.user_id
+JOIN user_affinity_recompute AS r ON r.user_id = e.user_id AND r.run_key = %(run_key)s
 WHERE e.ts > %(since)s AND e.ts <= %(as_of)s AND %(everyone)s = 0

@@ -1,6 +1,8 @@
 """Load order data into the source database of connection `source_db` (replacing its contents).
 
     python -m scripts.load_data synthetic --customers 100000 --products 50000 --start 2023-01-02 --end 2025-01-06
+    python -m scripts.load_data synthetic --customers 1000000 --products 100000 --start 2024-01-01 \
+        --end 2024-12-30 --views-per-purchase 0.25
     python -m scripts.load_data online-retail ../shared/data/online_retail.parquet
 """
 from __future__ import annotations
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
     syn.add_argument("--start", default="2022-01-03")
     syn.add_argument("--end", default="2024-12-30")
     syn.add_argument("--seed", type=int, default=42)
+    syn.add_argument("--views-per-purchase", type=float, default=2.0,
+                     help="event stream density: views per purchased line (carts: a quarter of that)")
     syn.add_argument("--no-events", action="store_true", help="skip the event stream")
     uci = sub.add_parser("online-retail", help="a parquet or CSV file in the UCI Online Retail columns")
     uci.add_argument("path")
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     started = time.monotonic()
     if args.source == "synthetic":
-        views = 0.0 if args.no_events else 2.0
+        views = 0.0 if args.no_events else args.views_per_purchase
         data = generate(customers=args.customers, products=args.products, start=args.start, end=args.end,
                         seed=args.seed, views_per_purchase=views, carts_per_purchase=views / 4)
         frames, report = (data.orders, data.products, data.customers, None if args.no_events else data.events), {}

@@ -1,7 +1,8 @@
 """Writes DESIGN frames (orders, products, customers, events) into the seeds' order schema.
 
 One loader serves the synthetic generator and the Online Retail importer: each client gets
-one agreement (ID = client ID), each order its lines, all through bulk COPY.
+one agreement (ID = client ID), each order its lines, all through bulk COPY into tables whose
+secondary indexes are built after the load.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from include.runtime.bulk_writer import BulkWriter
 from include.runtime.database import Database
+from include.runtime.schema import migrate
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,9 @@ def load_source(db: Database, orders: pd.DataFrame, products: pd.DataFrame,
         "events": events if events is not None else pd.DataFrame(columns=["user_id", "product_id", "event_type", "ts"]),
     }
     db.execute("truncate_source")
+    db.execute("drop_source_indexes")
     writer = BulkWriter(db)
     written = {table: writer.load(table, frame) for table, frame in tables.items()}
+    migrate(db)  # builds the dropped indexes again, once
     log.info("source tables loaded: %s", written)
     return written

@@ -86,3 +86,25 @@ def test_synthetic_loads_into_postgres(database):
     written = load_source(database, data.orders, data.products, data.customers, data.events)
     assert written["OrderItem"] == len(data.orders)
     assert database.scalar("count_order_items") == len(data.orders)
+
+
+def test_a_reload_builds_the_source_indexes_again(database):
+    """load_source drops the source tables' secondary indexes for the COPY and rebuilds them."""
+    def indexes() -> set[str]:
+        with database.conn.cursor() as cur:
+            cur.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix\\_%%' AND tablename IN "
+                        "('ClientAgreement', 'Order', 'OrderItem', 'events')")
+            found = {row[0] for row in cur.fetchall()}
+        database.conn.commit()
+        return found
+
+    expected = {"ix_clientagreement_client", "ix_order_created", "ix_order_agreement", "ix_orderitem_order",
+                "ix_orderitem_product", "ix_events_ts", "ix_events_user"}
+    assert indexes() == expected
+    data = generate(customers=50, products=20, seed=2)
+    with database.conn.cursor() as cur:
+        cur.execute(database.sql("drop_source_indexes"))
+    database.conn.commit()
+    assert indexes() == set()
+    load_source(database, data.orders, data.products, data.customers, data.events)
+    assert indexes() == expected

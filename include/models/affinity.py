@@ -53,7 +53,7 @@ def user_affinity(events: pd.DataFrame, products: pd.DataFrame, as_of: dt.dateti
     user, cat, strength = _sums(users, category, score, len(categories))
     positive = strength > 0
     user, cat, strength = user[positive], cat[positive], strength[positive]
-    affinity = strength / _per_user_max(user, strength)
+    affinity = strength / _per_user_max(strength, _starts(user))
 
     price = np.where(known, products["price"].to_numpy(dtype=float)[np.maximum(at, 0)], np.nan)
     priced = ~np.isnan(price)
@@ -76,21 +76,24 @@ def _sums(users: np.ndarray, labels: np.ndarray, score: np.ndarray,
           n_labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per (user, label) of the events with a label: user code, label code, summed score; ordered by
     user then label."""
-    has = labels >= 0
-    key = users[has].astype(np.int64) * max(n_labels, 1) + labels[has]
-    codes, keys = pd.factorize(key)
+    has, width = labels >= 0, max(n_labels, 1)
+    codes, keys = pd.factorize(users[has].astype(np.int64) * width + labels[has])
     sums = np.bincount(codes, weights=score[has], minlength=len(keys))
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
-    return keys // max(n_labels, 1), keys % max(n_labels, 1), sums[order]
+    return keys // width, keys % width, sums[order]
 
 
-def _per_user_max(user: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """For each row (rows grouped by user), the largest value of its user."""
-    if len(user) == 0:
+def _starts(user: np.ndarray) -> np.ndarray:
+    """The first row of each user (rows grouped by user)."""
+    return np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else np.zeros(0, dtype=np.int64)
+
+
+def _per_user_max(value: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """For each row, the largest value of its user (groups starting at `starts`)."""
+    if len(value) == 0:
         return value
-    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
-    return np.repeat(np.maximum.reduceat(value, starts), np.diff(np.r_[starts, len(user)]))
+    return np.repeat(np.maximum.reduceat(value, starts), np.diff(np.r_[starts, len(value)]))
 
 
 def _top(user: np.ndarray, label: np.ndarray, score: np.ndarray, names: np.ndarray, top_n: int,
@@ -101,12 +104,12 @@ def _top(user: np.ndarray, label: np.ndarray, score: np.ndarray, names: np.ndarr
     joined = np.full(n_users, "", dtype=object)
     if len(user) == 0:
         return joined
-    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    starts = _starts(user)
     owners = user[starts]
     row = np.arange(len(user))
     remaining = score.astype(float).copy()
     for k in range(top_n):
-        best = np.repeat(np.maximum.reduceat(remaining, starts), np.diff(np.r_[starts, len(user)]))
+        best = _per_user_max(remaining, starts)
         first = np.minimum.reduceat(np.where(remaining == best, row, len(user)), starts)
         found = (first < len(user)) & np.isfinite(remaining[np.minimum(first, len(user) - 1)])
         who, picked = owners[found], first[found]

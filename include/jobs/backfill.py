@@ -450,7 +450,6 @@ def report(run: BackfillRun, rows: list[dict[str, Any]], run_id: str,
     import pandas as pd
 
     from include.runtime import metrics
-
     from include.runtime.bulk_writer import BulkWriter
     from include.runtime.database import Database
 

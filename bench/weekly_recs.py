@@ -3,8 +3,9 @@
     python -m bench.weekly_recs --customers 100000 --products 50000 [--shards 20] [--baseline-customers 100]
 
 Same synthetic data, same PostgreSQL and Redis, one run:
-- end_to_end: plan, prepare and every shard of the job (one history query per shard, the
-  recommender scoring the shard at once, pipelined SETs, one COPY of the backup rows), shards
+- end_to_end: plan, prepare and every shard of the job (one history query per 5,000 customers,
+  the recommender scoring 2,000 at a time, pipelined SETs, the backup rows copied in one
+  transaction), shards
   run `--parallel` at a time in worker processes, as an executor with that many slots runs
   mapped tasks (default: one per core);
 - seed_baseline: the seed's design, a thread pool of 4 walking active customers, each with one

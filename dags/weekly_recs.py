@@ -5,8 +5,9 @@ Top-n product recommendations for every active customer, Mondays at 06:00.
 Active: an order in the last RECS_ACTIVE_DAYS (90) days before `as_of_date`, IsActive = 1,
 IsBlocked = 0, Deleted = 0. `plan` cuts them into `shard_count` shards; `prepare` fits the
 recommender's global state once (co-purchases, popularity, trends); each mapped `process`
-scores a shard at once and writes `{week}:{customer_id}` (TTL 8 days) and the shard's
-WeeklyRecommendation rows; `measure_feedback` scores last week's recommendations against the
+reads its shard's history 5,000 customers per query (its memory does not grow with the shard),
+scores 2,000 at a time and writes `{week}:{customer_id}` (TTL 8 days) and the shard's
+WeeklyRecommendation rows in one transaction; `measure_feedback` scores last week's recommendations against the
 orders placed since; `validate` checks coverage (>= 95%), score range and failure rate (<= 5%);
 only then `publish` flips `recs:current_week` and writes `recs:metadata:last_run`.
 """

@@ -2,12 +2,13 @@
 
 plan -> prepare -> process (one per shard) -> validate -> publish, as in DESIGN.md. `prepare`
 fits the recommender's global state once (co-purchases, popularity, trends) into a run-scoped
-artifact directory; each shard loads it, reads its customers' history in one query, scores
-them all at once, writes `{week}:{customer_id}` through pipelined SETs and replaces its
-backup rows in one transaction. `publish` flips `recs:current_week` only after validation.
+artifact directory; each shard loads it, reads its customers' history one query per 5,000
+customers, scores them 2,000 at a time, writes `{week}:{customer_id}` through pipelined SETs and
+replaces its backup rows in one transaction. `publish` flips `recs:current_week` only after validation.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -167,84 +168,98 @@ def recommendation_documents(recs, week: str, generated_at: str) -> list[tuple[i
 
 
 def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batch_size: int = 2000,
-                  only_customers: list[int] | None = None) -> dict[str, Any]:
+                  read_size: int = 5_000, only_customers: list[int] | None = None) -> dict[str, Any]:
     """Score one shard's active customers; write Redis keys and the shard's backup rows.
-    `only_customers` (a backfill) keeps only those customers and replaces only their rows."""
-    import pandas as pd
+    The history is read `read_size` customers at a time and scored `batch_size` at a time, so a
+    shard's memory stays the same however many customers it has; its backup rows are replaced in
+    one transaction all the same. `only_customers` (a backfill) keeps only those customers and
+    replaces only their rows."""
+    import numpy as np
 
     from include.models.recommender import HybridRecommender
 
     shard, of = descriptor["shard"], descriptor["of"]
     started = time.monotonic()
-    with Database(SOURCE_CONN_ID) as db:
-        history = _orders(db.bulk_frame("recs_shard_history", run.query_params(descriptor)))
-    if only_customers is not None:
-        history = history[history["customer_id"].isin(only_customers)]
-    customer_ids = history["customer_id"].unique()
-    log.info("shard %d/%d: %d active customers, %d order lines loaded in %.1fs",
-             shard + 1, of, len(customer_ids), len(history), time.monotonic() - started)
     window = run.query_params(descriptor)
+    with Database(SOURCE_CONN_ID) as db:
+        active = db.frame("active_customers", window)["customer_id"].to_numpy()
+    if only_customers is not None:
+        active = active[np.isin(active, only_customers)]
+    log.info("shard %d/%d: %d active customers", shard + 1, of, len(active))
     bad_rows = source_quality.quarantine(JOB, f"{run.run_key}:{shard}/{of}", shard, window["history_start"],
                                          window["until"], run.dry_run)
 
     model = HybridRecommender.load(model_dir)
     generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    progress = Progress(f"shard {shard + 1}/{of} customers", len(customer_ids), every=batch_size)
+    progress = Progress(f"shard {shard + 1}/{of} customers", len(active), every=batch_size)
     key = config.get("RECS_KEY")
     cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
-    parts, written, score_min, score_max = [], 0, 1.0, 0.0
+    totals = {"customers": 0, "recommendations": 0, "discovery_recommendations": 0, "keys_written": 0,
+              "backup_rows": 0, "order_lines": 0}
+    score_min, score_max = 1.0, 0.0
     try:
-        for begin in range(0, len(customer_ids), batch_size):
-            batch = customer_ids[begin:begin + batch_size]
-            recs = model.recommend(history[history["customer_id"].isin(batch)], batch, run.as_of)
-            if len(recs):
-                score_min, score_max = min(score_min, float(recs["score"].min())), max(score_max, float(recs["score"].max()))
-            documents = recommendation_documents(recs, run.week, generated_at)
-            if not run.dry_run:
-                written += cache.set_many(((key.format(week=run.week, customer_id=c), d) for c, d in documents), run.ttl)
-            parts.append(recs[["customer_id", "product_id", "rank", "score", "source"]])
-            served = recs.groupby("customer_id").size()
-            complete = int((served >= min(run.top_n, len(model.item_ids_))).sum())
-            progress.update(succeeded=complete, failed=len(batch) - complete)
+        with Database(SOURCE_CONN_ID) as source, _backup_rows(run, shard, of, only_customers) as load:
+            for begin in range(0, len(active), read_size):
+                part = active[begin:begin + read_size]
+                history = _orders(source.bulk_frame("recs_shard_history", {
+                    **window, "first_customer": int(part[0]), "last_customer": int(part[-1])}))
+                if only_customers is not None:
+                    history = history[history["customer_id"].isin(part)]
+                customer_ids = history["customer_id"].unique()
+                totals["customers"] += len(customer_ids)
+                totals["order_lines"] += len(history)
+                for first in range(0, len(customer_ids), batch_size):
+                    batch = customer_ids[first:first + batch_size]
+                    recs = model.recommend(history[history["customer_id"].isin(batch)], batch, run.as_of)
+                    if len(recs):
+                        score_min = min(score_min, float(recs["score"].min()))
+                        score_max = max(score_max, float(recs["score"].max()))
+                    if not run.dry_run:
+                        documents = recommendation_documents(recs, run.week, generated_at)
+                        totals["keys_written"] += cache.set_many(
+                            ((key.format(week=run.week, customer_id=c), d) for c, d in documents), run.ttl)
+                        totals["backup_rows"] += load(_backup_frame(recs, run.week, generated_at))
+                    totals["recommendations"] += len(recs)
+                    totals["discovery_recommendations"] += int((recs["source"] == "discovery").sum())
+                    served = recs.groupby("customer_id").size()
+                    complete = int((served >= min(run.top_n, len(model.item_ids_))).sum())
+                    progress.update(succeeded=complete, failed=len(batch) - complete)
     finally:
         cache.close()
 
-    recs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["customer_id", "product_id", "rank", "score", "source"])
-    rows = 0
-    if not run.dry_run:
-        backup = pd.DataFrame({"CustomerID": recs["customer_id"].astype("int64"), "Week": run.week,
-                               "ProductID": recs["product_id"].astype("int64"), "Rank": recs["rank"].astype("int16"),
-                               "Score": recs["score"].astype(float), "Source": recs["source"],
-                               "GeneratedAt": pd.Timestamp(generated_at).tz_convert(None)})
-        with Database(RESULTS_CONN_ID) as results:
-            if only_customers is None:
-                rows = BulkWriter(results).load("WeeklyRecommendation", backup, delete="delete_weekly_recommendations",
-                                                params={"week": run.week, "shard": shard, "of": of})
-            else:
-                rows = _replace_customers(results, backup, run.week, [c for c in only_customers if c % of == shard])
-    stats = {"shard": shard, "of": of, "customers": int(len(customer_ids)), "successful": progress.succeeded,
-             "failed": progress.failed, "recommendations": int(len(recs)),
-             "discovery_recommendations": int((recs["source"] == "discovery").sum()),
-             "keys_written": written, "backup_rows": rows, **bad_rows,
-             "score_min": round(score_min, 6) if len(recs) else None,
-             "score_max": round(score_max, 6) if len(recs) else None,
+    scored = totals["recommendations"] > 0
+    stats = {"shard": shard, "of": of, **totals, "successful": progress.succeeded, "failed": progress.failed,
+             **bad_rows, "score_min": round(score_min, 6) if scored else None,
+             "score_max": round(score_max, 6) if scored else None,
              "seconds": round(time.monotonic() - started, 3)}
     log_summary(f"weekly_recs shard {shard + 1}/{of} done", stats)
     return stats
 
 
-def _replace_customers(results: Database, backup, week: str, customer_ids: list[int]) -> int:
-    """Replace the week's rows of these customers only: their deletes and the load share one
-    transaction (BulkWriter commits the connection the deletes ran on)."""
-    try:
-        with results.conn.cursor() as cur:
-            cur.executemany(results.sql("delete_weekly_recommendations_customer"),
-                            [{"week": week, "customer_id": int(c)} for c in customer_ids])
-    except BaseException:
-        results.conn.rollback()
-        raise
-    return BulkWriter(results).load("WeeklyRecommendation", backup)
+@contextlib.contextmanager
+def _backup_rows(run: RecsRun, shard: int, of: int, only_customers: list[int] | None):
+    """The transaction that replaces the shard's WeeklyRecommendation rows of the week (or only
+    those of `only_customers`); yields a function taking the rows as they come. Nothing on a dry run."""
+    if run.dry_run:
+        yield len
+        return
+    if only_customers is None:
+        delete, params = "delete_weekly_recommendations", {"week": run.week, "shard": shard, "of": of}
+    else:
+        delete = "delete_weekly_recommendations_customer"
+        params = [{"week": run.week, "customer_id": int(c)} for c in only_customers if c % of == shard]
+    with Database(RESULTS_CONN_ID) as results, BulkWriter(results).replacing("WeeklyRecommendation", delete,
+                                                                             params) as load:
+        yield load
+
+
+def _backup_frame(recs, week: str, generated_at: str):
+    import pandas as pd
+
+    return pd.DataFrame({"CustomerID": recs["customer_id"].astype("int64"), "Week": week,
+                         "ProductID": recs["product_id"].astype("int64"), "Rank": recs["rank"].astype("int16"),
+                         "Score": recs["score"].astype(float), "Source": recs["source"],
+                         "GeneratedAt": pd.Timestamp(generated_at).tz_convert(None)})
 
 
 def feedback(run: RecsRun) -> dict[str, Any]:

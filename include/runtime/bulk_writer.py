@@ -2,13 +2,13 @@
 
 `load` with a `delete` statement is the idempotent write of a shard: delete the shard's old rows and load the new
 ones in one transaction, so a retried shard overwrites and never duplicates, and a load cut
-off half way leaves the old rows.
+off half way leaves the old rows. `replacing` is the same transaction for rows that come in parts.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from include.runtime.database import Database
 
@@ -60,19 +60,36 @@ class BulkWriter:
              params: dict[str, Any] | None = None) -> int:
         """Load `frame` into `table`, after statement `delete` (a query name) when given,
         all in one transaction; the rows loaded."""
+        with self.replacing(table, delete, params) as write:
+            return write(frame)
+
+    @contextlib.contextmanager
+    def replacing(self, table: str, delete: str | None = None,
+                  params: dict[str, Any] | list[dict[str, Any]] | None = None) -> Iterator[Callable[["pd.DataFrame"], int]]:
+        """One transaction on `table`: statement `delete` first (run once per dict when `params` is
+        a list), then each frame given to the yielded function is loaded as it comes, so a long
+        shard streams its rows; commit at the end, rollback on any error (the old rows stay)."""
         conn = self.db.conn
         try:
-            with self.db.failing_for_good(f"load of {table}"), conn.cursor() as cur:
+            with conn.cursor() as cur:
                 if delete is not None:
-                    cur.execute(self.db.sql(delete), params or {})
-                self.write(cur, table, frame)
+                    with self.db.failing_for_good(f"{delete} before the load of {table}"):
+                        if isinstance(params, list):
+                            cur.executemany(self.db.sql(delete), params)
+                        else:
+                            cur.execute(self.db.sql(delete), params or {})
+
+                def write(frame: "pd.DataFrame") -> int:
+                    with self.db.failing_for_good(f"load of {table}"):
+                        return self.write(cur, table, frame)
+
+                yield write
             conn.commit()
         except BaseException:
             # a connection cut mid-load cannot roll back (the server already has): keep the real error
             with contextlib.suppress(Exception):
                 conn.rollback()
             raise
-        return len(frame)
 
     def write(self, cur, table: str, frame: "pd.DataFrame") -> int:
         """Load `frame` into `table` through `cur`, inside the caller's transaction; the rows loaded."""

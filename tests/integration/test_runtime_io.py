@@ -46,6 +46,27 @@ def test_bulk_load_replaces_a_shard_in_one_transaction(database):
     assert _count(database, 'SELECT count(*) FROM "WeeklyRecommendation"') == 30, "a failed load must keep the old rows"
 
 
+def test_rows_in_parts_replace_in_one_transaction(database):
+    writer = BulkWriter(database)
+    database.conn.execute('DELETE FROM "WeeklyRecommendation"')
+    database.conn.commit()
+    writer.load("WeeklyRecommendation", _recs("2025-W47", range(1, 11)))
+    only = [{"week": "2025-W47", "customer_id": c} for c in (2, 3)]
+
+    with pytest.raises(RuntimeError, match="cut off"):
+        with writer.replacing("WeeklyRecommendation", "delete_weekly_recommendations_customer", only) as load:
+            assert load(_recs("2025-W47", range(2, 3))) == 3
+            raise RuntimeError("cut off between two parts")
+    assert _count(database, 'SELECT count(*) FROM "WeeklyRecommendation"') == 30, "a cut-off stream keeps the old rows"
+
+    with writer.replacing("WeeklyRecommendation", "delete_weekly_recommendations_customer", only) as load:
+        for customer in (2, 3):
+            load(_recs("2025-W47", range(customer, customer + 1), ranks=2))
+    counts = database.conn.execute('SELECT "CustomerID", count(*) FROM "WeeklyRecommendation" GROUP BY 1').fetchall()
+    database.conn.commit()
+    assert dict(counts) == {c: 2 if c in (2, 3) else 3 for c in range(1, 11)}
+
+
 def test_bulk_load_refuses_unknown_tables_and_missing_columns(database):
     writer = BulkWriter(database)
     with pytest.raises(ValueError, match="unknown table"):

@@ -23,7 +23,7 @@ _SHARD = {"shard": 1, "of": 3}
 _FORECAST = {"start": dt.datetime(2019, 1, 1), "until": dt.datetime(2024, 6, 1), "min_customers": 2,
              "min_orders": 3, "max_quantity": 1000.0}
 _RECS = {"since": dt.datetime(2024, 3, 1), "until": dt.datetime(2024, 6, 1), "history_start": dt.datetime(2023, 6, 1),
-         "max_customer": 250, "max_quantity": 1000.0, **_SHARD}
+         "max_customer": 250, "first_customer": 10, "last_customer": 250, "max_quantity": 1000.0, **_SHARD}
 
 
 def _decay_params() -> dict:

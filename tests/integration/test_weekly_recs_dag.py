@@ -98,6 +98,36 @@ def test_rerun_and_retried_shard_are_idempotent(dag_runner, database, redis_clie
     assert len(after) == len(before) and set(after["customer"]) == set(before["customer"])
 
 
+def test_a_shard_read_in_parts_gives_the_same_rows_and_a_failure_keeps_the_old(database, data, monkeypatch):
+    from include.jobs import weekly_recs as job
+    from include.models.recommender import HybridRecommender
+
+    run = job.RecsRun.from_params({"as_of_date": AS_OF, "shard_count": 2}, None, pd.Timestamp.now().date(), "parts")
+    model_dir = job.prepare(run)["model_dir"]
+    shard = job.plan(run)[0]
+    whole = job.process_shard(run, shard, model_dir)
+    rows = _backup(database, WEEK)
+    parts = job.process_shard(run, shard, model_dir, read_size=7, batch_size=3)
+    assert {k: parts[k] for k in ("customers", "successful", "backup_rows", "keys_written", "order_lines")} == \
+        {k: whole[k] for k in ("customers", "successful", "backup_rows", "keys_written", "order_lines")}
+    assert parts["customers"] > 14
+    pd.testing.assert_frame_equal(_backup(database, WEEK)[["customer", "product", "rank"]],
+                                  rows[["customer", "product", "rank"]])
+
+    recommend, calls = HybridRecommender.recommend, []
+
+    def fails_on_the_third_batch(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("the shard dies after two batches were loaded")
+        return recommend(self, *args)
+
+    monkeypatch.setattr(HybridRecommender, "recommend", fails_on_the_third_batch)
+    with pytest.raises(MemoryError):
+        job.process_shard(run, shard, model_dir, read_size=7, batch_size=3)
+    pd.testing.assert_frame_equal(_backup(database, WEEK), rows)
+
+
 def test_failed_validation_keeps_the_previous_week_live(dag_runner, redis_client, data):
     redis_client.set("recs:current_week", WEEK)
     out = dag_runner("weekly_recs", {"as_of_date": NEXT_AS_OF}, env={"RECS_MIN_COVERAGE": "1.01"})

@@ -1,10 +1,11 @@
--- Order lines since %(history_start)s and before %(until)s of one shard's active customers
--- (the rule of active_customers).
+-- Order lines since %(history_start)s and before %(until)s of one shard's active customers (the rule
+-- of active_customers) with IDs from %(first_customer)s to %(last_customer)s: a shard reads its
+-- customers a part at a time, so its memory does not grow with the customers.
 WITH active AS (
     SELECT c.ID AS customer_id
     FROM [Client] AS c
     WHERE c.IsActive = 1 AND c.IsBlocked = 0 AND c.Deleted = 0
-      AND c.ID %% %(of)s = %(shard)s AND c.ID <= %(max_customer)s
+      AND c.ID %% %(of)s = %(shard)s AND c.ID BETWEEN %(first_customer)s AND %(last_customer)s
       AND EXISTS (SELECT 1
                   FROM [ClientAgreement] AS ca
                   JOIN [Order] AS o ON o.ClientAgreementID = ca.ID

@@ -134,17 +134,6 @@ def _week_monday(week: str | None) -> dt.date | None:
         return None
 
 
-def _scan(client, count: int):
-    """The whole keyspace, one SCAN reply (about `count` keys, as stored) at a time."""
-    cursor = 0
-    while True:
-        cursor, keys = client.scan(cursor, count=count)
-        if keys:
-            yield keys
-        if int(cursor) == 0:
-            return
-
-
 def expire_redis_keys(run: MaintenanceRun) -> dict[str, Any]:
     """Unlink week keys of expired weeks, give TTL-less keys their TTL, report an orphaned week pointer."""
     from include.runtime.redis_cache import RedisCache
@@ -171,7 +160,7 @@ def expire_redis_keys(run: MaintenanceRun) -> dict[str, Any]:
                 client.unlink(*keys)
             counts["week_keys_deleted"] += len(keys)
 
-        for keys in _scan(client, run.chunk_size):
+        for keys in cache.scan(count=run.chunk_size):
             needs_ttl: list[tuple[bytes, int]] = []
             for key in keys:  # matched as text, changed by the stored name (bytes)
                 name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from include.runtime.config import REDIS_CONN_ID
 
@@ -70,9 +70,20 @@ class RedisCache:
         return sum(int(self.client.unlink(*keys[begin:begin + self.chunk_size]) or 0)
                    for begin in range(0, len(keys), self.chunk_size))
 
+    def scan(self, pattern: str | None = None, count: int = 10_000) -> Iterator[list[bytes]]:
+        """The keys matching a glob `pattern` (every key without one), one SCAN reply of about
+        `count` keys at a time, as stored (never KEYS)."""
+        cursor = 0
+        while True:
+            cursor, keys = self.client.scan(cursor, match=pattern, count=count)
+            if keys:
+                yield keys
+            if int(cursor) == 0:
+                return
+
     def matching(self, pattern: str) -> list[bytes]:
-        """The keys matching a glob `pattern` (SCAN, never KEYS)."""
-        return list(self.client.scan_iter(match=pattern, count=10_000))
+        """The keys matching a glob `pattern`."""
+        return [key for keys in self.scan(pattern) for key in keys]
 
     def exist(self, keys: list[str]) -> list[bool]:
         """Whether each of `keys` exists, one pipeline."""

@@ -1,6 +1,7 @@
 """Benchmark: weekly_recs' shard path against a seed-style per-customer baseline.
 
     python -m bench.weekly_recs --customers 100000 --products 50000 [--shards 20] [--baseline-customers 100]
+        [--history-only-customers 2000]
 
 Same synthetic data, same PostgreSQL and Redis, one run:
 - end_to_end: plan, prepare and every shard of the job (one history query per 5,000 customers,
@@ -13,7 +14,7 @@ Same synthetic data, same PostgreSQL and Redis, one run:
   query returns the customer's history and, as a per-customer script computes its collaborative
   part, the products most often bought together with the customer's products in the last 90 days;
   the scoring blends repeat cycles, those co-purchases and the popular items of the customer's
-  categories (a list read once at start). Another sample of the same size runs with the history alone
+  categories (a list read once at start). Another sample runs with the history alone
   (seed_baseline_history_only: no collaborative part, the lighter baseline of earlier
   measurements), to show what the co-purchases cost a per-customer design.
 `--customers` is the number of active customers aimed at; more are generated, since some lapse.
@@ -141,8 +142,10 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=50_000)
     parser.add_argument("--shards", type=int, default=20)
     parser.add_argument("--baseline-customers", type=int, default=100,
-                        help="sample size of the baselines (the co-purchase one runs at well under 1 customer/s); "
-                             "0 skips them")
+                        help="sample size of the co-purchase baseline (well under 1 customer/s); "
+                             "0 skips it")
+    parser.add_argument("--history-only-customers", type=int, default=2000,
+                        help="sample size of the history-only baseline (hundreds of customers/s); 0 skips it")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="shards at a time")
     parser.add_argument("--reuse-data", action="store_true",
                         help="keep the data of the previous run of this benchmark (same sizes) instead of loading anew")
@@ -179,14 +182,17 @@ def main() -> None:
     with Database("source_db") as db:
         active = db.frame("active_customers", run.query_params())["customer_id"].to_numpy()
     # a sample of its own for each baseline, so neither reads histories the other left in the cache
-    size = min(args.baseline_customers, len(active) // 2)
-    samples = np.random.default_rng(0).choice(active, size=2 * size, replace=False).reshape(2, size)
+    sizes = [args.baseline_customers, args.history_only_customers]
+    if sum(sizes) > len(active):
+        parser.error(f"the baselines' samples ({sum(sizes)} customers) exceed the {len(active)} active customers")
+    drawn = np.random.default_rng(0).choice(active, size=sum(sizes), replace=False)
+    samples = np.split(drawn, [sizes[0]])
     e2e_rate = customers / e2e_seconds
     baselines = {}
     for (name, query), sample in zip((("seed_baseline", _SEED_HISTORY_AND_ALSO_BOUGHT),
                                       ("seed_baseline_history_only", _SEED_HISTORY)), samples):
         if not len(sample):
-            break
+            continue
         local = threading.local()
         seed_started = time.monotonic()
         popular = _seed_popular(services.postgres_url)

@@ -51,7 +51,7 @@ def services():
 
 
 @pytest.fixture(scope="session")
-def database(services):
+def migrated_database(services):
     from include.runtime.database import Database
     from include.runtime.schema import migrate
 
@@ -59,6 +59,23 @@ def database(services):
     migrate(db)
     yield db
     db.close()
+
+
+@pytest.fixture(scope="module")
+def database(migrated_database):
+    """The test database with every output table emptied (ids restarted) when a module starts: a
+    module sees only the rows it wrote itself, whichever modules ran before it."""
+    from include.datasets.source_tables import SOURCE_TABLES
+
+    db = migrated_database
+    with db.conn.cursor() as cur:
+        cur.execute("SELECT table_name, quote_ident(table_name) FROM information_schema.tables "
+                    "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")
+        outputs = [quoted for name, quoted in cur.fetchall() if name not in SOURCE_TABLES]
+        cur.execute("SET LOCAL lock_timeout = '30s'")  # a lock left behind fails the module, never hangs it
+        cur.execute(f"TRUNCATE {', '.join(outputs)} RESTART IDENTITY")
+    db.conn.commit()
+    return db
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from include.runtime.schema import migrate
 
 log = logging.getLogger(__name__)
 
+# The seeds' order schema, as loaded here; every other table of the database is an output.
+SOURCE_TABLES = ("Client", "ClientAgreement", "Order", "OrderItem", "Product", "events")
+
 
 def load_source(db: Database, orders: pd.DataFrame, products: pd.DataFrame,
                 customers: pd.DataFrame | None = None, events: pd.DataFrame | None = None) -> dict[str, int]:

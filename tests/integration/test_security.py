@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pytest
 
-from include.datasets.source_tables import load_source
+from include.datasets.source_tables import SOURCE_TABLES, load_source
 from include.datasets.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,6 @@ INJECTIONS = [
     "Robert\"); DROP TABLE \"Client\";--",
     "%(until)s %s {week} {customer_id}",
 ]
-SOURCE_TABLES = ("Client", "ClientAgreement", "Order", "OrderItem", "Product", "events")
 REDIS_SECRET = "Redis-S3cret-7f3a9c"
 PG_SECRET = "Pg-S3cret-91b2e4"
 

@@ -12,7 +12,4 @@ def data(database):
     """A small order history in the test database; no backup rows yet."""
     data = generate(customers=200, products=50, start="2023-01-02", end="2024-06-03", seed=31)
     load_source(database, data.orders, data.products, data.customers)
-    with database.conn.cursor() as cur:
-        cur.execute('DELETE FROM "WeeklyRecommendation"')
-    database.conn.commit()
     return data

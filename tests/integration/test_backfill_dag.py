@@ -20,9 +20,6 @@ AS_OF = "2024-06-02"
 def data(database):
     data = generate(customers=200, products=50, start="2023-01-02", end="2024-06-10", seed=7)
     load_source(database, data.orders, data.products, data.customers, data.events)
-    _sql(database, 'DELETE FROM "WeeklyRecommendation"')
-    _sql(database, "DELETE FROM dead_letter")
-    _sql(database, "DELETE FROM backfill_report")  # the session's database: e2e runs wrote some before
     return data
 
 

@@ -38,9 +38,6 @@ def _state() -> dict:
 def data(database):
     data = generate(customers=150, products=40, start="2023-06-05", end="2024-06-03", seed=41)
     load_source(database, data.orders, data.products, data.customers)
-    with database.conn.cursor() as cur:
-        cur.execute('DELETE FROM "WeeklyRecommendation"')
-    database.conn.commit()
     return data
 
 

@@ -17,9 +17,6 @@ NEXT_AS_OF, NEXT_WEEK = "2024-06-09", "2024-W23"
 def data(database):
     data = generate(customers=400, products=80, start="2023-01-02", end="2024-06-10", seed=21)
     load_source(database, data.orders, data.products, data.customers)
-    with database.conn.cursor() as cur:
-        cur.execute('DELETE FROM "WeeklyRecommendation"')
-    database.conn.commit()
     return data
 
 

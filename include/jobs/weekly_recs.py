@@ -181,30 +181,23 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
     shard, of = descriptor["shard"], descriptor["of"]
     started = time.monotonic()
     window = run.query_params(descriptor)
-    with Database(SOURCE_CONN_ID) as db:
-        active = db.frame("active_customers", window)["customer_id"].to_numpy()
-    if only_customers is not None:
-        active = active[np.isin(active, only_customers)]
-    log.info("shard %d/%d: %d active customers", shard + 1, of, len(active))
-    bad_rows = source_quality.quarantine(JOB, f"{run.run_key}:{shard}/{of}", shard, window["history_start"],
-                                         window["until"], run.dry_run)
-
-    model = HybridRecommender.load(model_dir)
-    generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    progress = Progress(f"shard {shard + 1}/{of} customers", len(active), every=batch_size)
-    key = config.get("RECS_KEY")
-    cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
+    source, cache = Database(SOURCE_CONN_ID), RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
     totals = {"customers": 0, "recommendations": 0, "discovery_recommendations": 0, "keys_written": 0,
               "backup_rows": 0, "order_lines": 0}
     score_min, score_max = 1.0, 0.0
     try:
-        with Database(SOURCE_CONN_ID) as source, _backup_rows(run, shard, of, only_customers) as load:
-            for begin in range(0, len(active), read_size):
-                part = active[begin:begin + read_size]
-                history = _orders(source.bulk_frame("recs_shard_history", {
-                    **window, "first_customer": int(part[0]), "last_customer": int(part[-1])}))
-                if only_customers is not None:
-                    history = history[history["customer_id"].isin(part)]
+        active = source.frame("active_customers", window)["customer_id"].to_numpy()
+        if only_customers is not None:
+            active = active[np.isin(active, only_customers)]
+        log.info("shard %d/%d: %d active customers", shard + 1, of, len(active))
+        bad_rows = source_quality.quarantine(JOB, f"{run.run_key}:{shard}/{of}", shard, window["history_start"],
+                                             window["until"], run.dry_run)
+        model = HybridRecommender.load(model_dir)
+        generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        progress = Progress(f"shard {shard + 1}/{of} customers", len(active), every=batch_size)
+        key = config.get("RECS_KEY")
+        with _backup_rows(run, shard, of, only_customers) as load:
+            for history in _history_parts(source, window, active, read_size):
                 customer_ids = history["customer_id"].unique()
                 totals["customers"] += len(customer_ids)
                 totals["order_lines"] += len(history)
@@ -226,6 +219,7 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
                     progress.update(succeeded=complete, failed=len(batch) - complete)
     finally:
         cache.close()
+        source.close()
 
     scored = totals["recommendations"] > 0
     stats = {"shard": shard, "of": of, **totals, "successful": progress.succeeded, "failed": progress.failed,
@@ -234,6 +228,16 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
              "seconds": round(time.monotonic() - started, 3)}
     log_summary(f"weekly_recs shard {shard + 1}/{of} done", stats)
     return stats
+
+
+def _history_parts(source: Database, window: dict[str, Any], active, read_size: int):
+    """The order lines of the `active` customers (sorted IDs of one shard), `read_size` customers
+    per query; customers of the shard between them but not in `active` (a backfill) are left out."""
+    for begin in range(0, len(active), read_size):
+        part = active[begin:begin + read_size]
+        history = _orders(source.bulk_frame("recs_shard_history", {
+            **window, "first_customer": int(part[0]), "last_customer": int(part[-1])}))
+        yield history[history["customer_id"].isin(part)]
 
 
 @contextlib.contextmanager

@@ -455,8 +455,8 @@ def _order_arrays(orders: pd.DataFrame, as_of, item_ids: np.ndarray, customers: 
     """Integer arrays of the orders up to ``as_of``: customer, item index (-1 unknown), order, age."""
     date = _dates(orders["order_date"]) if len(orders) else np.zeros(0, "datetime64[ns]")
     keep = ~np.isnat(date) & (date <= np.datetime64(as_of.to_datetime64(), "ns"))
-    pid = orders["product_id"].to_numpy()[keep].astype(np.int64)
-    cid = orders["customer_id"].to_numpy()[keep].astype(np.int64)
+    pid = orders["product_id"].to_numpy()[keep].astype(np.int64, copy=False)
+    cid = orders["customer_id"].to_numpy()[keep].astype(np.int64, copy=False)
     if customers is None:
         cust = pd.factorize(cid)[0].astype(np.int64)
     else:
@@ -464,9 +464,9 @@ def _order_arrays(orders: pd.DataFrame, as_of, item_ids: np.ndarray, customers: 
     pos = np.searchsorted(item_ids, pid)
     pos_c = np.minimum(pos, len(item_ids) - 1)
     item = np.where(item_ids[pos_c] == pid, pos_c, -1).astype(np.int64)
-    order = orders["order_id"].to_numpy()[keep].astype(np.int64)
+    order = orders["order_id"].to_numpy()[keep].astype(np.int64, copy=False)
     age = (np.datetime64(as_of.to_datetime64(), "ns") - date[keep]) / _DAY
-    return cust, item, order, age.astype(np.float64), keep
+    return cust, item, order, age.astype(np.float64, copy=False), keep
 
 
 def _popularity(cust, item, age, n_items, popularity_days, trending_days):
@@ -516,11 +516,11 @@ def _scale(x):
     return x / m if m > 0 else x
 
 
-def _item_similarity(cust, item, n_items, k, alpha):
+def _item_similarity(cust, item, n_items, k, alpha, block=2e6):
     """Top-k pruned co-purchase similarity  C_ij / (n_i^alpha n_j^(1-alpha)), zero diagonal.
 
     Customers are weighted by 1/log2(1 + distinct items) so that wholesalers who buy everything
-    do not make everything similar. Computed in row blocks of ~2e7 co-occurrences each.
+    do not make everything similar. Computed in row blocks of about ``block`` co-occurrences each, which bounds its memory.
     """
     if len(cust) == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float64)
@@ -536,7 +536,7 @@ def _item_similarity(cust, item, n_items, k, alpha):
     inv_src = np.where(counts > 0, counts, 1.0) ** -alpha
     inv_dst = np.where(counts > 0, counts, 1.0) ** -(1.0 - alpha)
     cost = xt @ np.diff(x.indptr).astype(np.float64)  # co-occurrence entries per item row
-    ends = np.searchsorted(np.cumsum(cost), np.arange(1, int(cost.sum() // 2e7) + 2) * 2e7)
+    ends = np.searchsorted(np.cumsum(cost), np.arange(1, int(cost.sum() // block) + 2) * block)
     bounds = np.unique(np.concatenate([[0], np.minimum(ends + 1, n_items), [n_items]]))
     rows, cols, vals = [], [], []
     for start, stop in zip(bounds[:-1], bounds[1:]):

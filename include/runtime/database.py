@@ -141,18 +141,27 @@ class Database:
         self.conn.commit()
         return pd.DataFrame.from_records(rows, columns=columns)
 
-    def bulk_frame(self, name: str, params: dict[str, Any] | None = None) -> "pd.DataFrame":
+    def bulk_frame(self, name: str, params: dict[str, Any] | None = None,
+                   part_rows: int = 500_000) -> "pd.DataFrame":
         """Like `frame`, for millions of rows: on PostgreSQL through ADBC (Apache Arrow's driver,
-        binary COPY decoded in C, typed columns, values bound by the server), about 2.5 times
-        faster than COPY as CSV and several times faster than building Python rows."""
+        binary rows decoded in C into typed columns), several times faster than building Python
+        rows. The values stay bound by the server, in a cursor fetched `part_rows` at a time: with
+        bound values ADBC cannot COPY, and one fetch of everything held the whole result in libpq
+        as well (2.1 GB against 1.1 GB for 6.4M order lines)."""
         if self.dialect != "postgres":
             return self.frame(name, params)
         import adbc_driver_postgresql.dbapi as adbc
+        import pyarrow as pa
 
         text, values = positional(self.sql(name), params or {})
         with self.failing_for_good(f"query {name!r}"), adbc.connect(self.conninfo) as conn, conn.cursor() as cur:
-            cur.execute(text, values or None)
-            return cur.fetch_arrow_table().to_pandas()
+            cur.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})  # FETCH cannot be COPYed
+            cur.execute(f"DECLARE bulk_frame NO SCROLL CURSOR FOR {text}", values or None)
+            parts = []
+            while not parts or parts[-1].num_rows == part_rows:
+                cur.execute(f"FETCH FORWARD {int(part_rows)} FROM bulk_frame")
+                parts.append(cur.fetch_arrow_table())
+            return pa.concat_tables(parts).to_pandas()
 
     @property
     def conninfo(self) -> str:

@@ -75,6 +75,21 @@ def test_bulk_load_refuses_unknown_tables_and_missing_columns(database):
         writer.load("WeeklyRecommendation", pd.DataFrame({"CustomerID": [1]}))
 
 
+@pytest.mark.parametrize("part_rows", [3, 7, 500_000])
+def test_bulk_frame_reads_in_parts_the_rows_of_a_bound_query(database, part_rows):
+    database.conn.execute("DELETE FROM dead_letter")
+    for i in range(7):
+        database.conn.execute("INSERT INTO dead_letter (job_id, job_name, error, input) VALUES (%s, 'bulk', 'e', %s)",
+                              (f"bulk:{i}", str(i)))
+    database.conn.execute("INSERT INTO dead_letter (job_id, job_name, error, input) VALUES ('other:0', 'bulk', 'e', 'x')")
+    database.conn.commit()
+
+    rows = database.bulk_frame("dead_letters_of_run", {"prefix": "bulk:%"}, part_rows=part_rows)
+    assert rows.to_dict("list") == {"job_id": [f"bulk:{i}" for i in range(7)], "input": [str(i) for i in range(7)]}
+    none = database.bulk_frame("dead_letters_of_run", {"prefix": "' OR ''='"}, part_rows=part_rows)
+    assert list(none.columns) == ["job_id", "input"] and none.empty
+
+
 def test_redis_set_many_pipelines_with_ttl(services, redis_client):
     cache = RedisCache(chunk_size=7)
     written = cache.set_many(((f"t:{i}", f"v{i}") for i in range(100)), ttl=60)

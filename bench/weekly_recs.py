@@ -6,9 +6,9 @@
 Same synthetic data, same PostgreSQL and Redis, one run:
 - end_to_end: plan, prepare and every shard of the job (one history query per 5,000 customers,
   the recommender scoring 2,000 at a time, pipelined SETs, the backup rows copied in one
-  transaction), shards
-  run `--parallel` at a time in worker processes, as an executor with that many slots runs
-  mapped tasks (default: one per core);
+  transaction); prepare in a process of its own and the shards `--parallel` at a time in worker
+  processes, as an executor with that many slots runs mapped tasks (default: one per core), each
+  reporting its peak memory;
 - seed_baseline: the seed's design, a thread pool of 4 walking active customers, each with one
   query, a Python scoring pass, one SETEX and row-by-row INSERTs, on a sample of customers. The
   query returns the customer's history and, as a per-customer script computes its collaborative

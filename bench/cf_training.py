@@ -3,7 +3,7 @@
     python -m bench.cf_training [--users 1000000 --items 100000 --interactions 20000000] [--similarities]
 
 Synthetic planted data generated in memory (the SQL read is not timed: on PostgreSQL it is one
-aggregate query streamed through COPY): users belong to communities that buy mostly their
+aggregate query read through `Database.bulk_frame`): users belong to communities that buy mostly their
 community's items (Zipf popularity inside), 10% of the pairs fall in the holdout window. The run
 calls the job's own `fit_and_evaluate` twice: a cheap first version (16 factors, 1 sweep) is
 promoted, then the timed full run is shadow-evaluated against it (both evaluations timed). `--similarities` also times the

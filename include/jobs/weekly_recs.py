@@ -95,9 +95,9 @@ def _orders(frame):
 
     frame = frame.sort_values("line_id", kind="stable") if len(frame) else frame
     frame = frame.drop_duplicates(["order_id", "product_id"]).sort_index()
-    return frame.drop(columns="line_id").astype(
-        {"customer_id": "int64", "product_id": "int64", "order_id": "int64", "quantity": "float64",
-         "price": "float64"}).assign(order_date=lambda f: pd.to_datetime(f["order_date"]))
+    dtypes = {"customer_id": "int64", "product_id": "int64", "order_id": "int64", "quantity": "float64"}
+    return frame.drop(columns="line_id").astype({c: t for c, t in dtypes.items() if c in frame}).assign(
+        order_date=lambda f: pd.to_datetime(f["order_date"]))
 
 
 def _promoted_item_factors():

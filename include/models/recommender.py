@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-ORDER_COLUMNS = ("customer_id", "product_id", "order_id", "order_date", "quantity")
+FIT_ORDER_COLUMNS = ("customer_id", "product_id", "order_id", "order_date")  # fit learns who bought what when
+ORDER_COLUMNS = (*FIT_ORDER_COLUMNS, "quantity")  # recommend also predicts the quantity
 PRODUCT_COLUMNS = ("product_id", "name", "category")
 COMPONENTS = ("repeat", "collaborative", "similar", "discovery")
 SEGMENTS = ("loyal", "occasional", "dormant", "new")
@@ -151,7 +152,7 @@ class HybridRecommender:
         ``factor_item_ids`` (n product ids, one per row).
         """
         as_of = _timestamp(as_of)
-        _check_frame(orders, ORDER_COLUMNS, "orders")
+        _check_frame(orders, FIT_ORDER_COLUMNS, "orders")
         _check_frame(products, PRODUCT_COLUMNS, "products")
         if (item_factors is None) != (factor_item_ids is None):
             raise ValueError("item_factors and factor_item_ids must be given together")

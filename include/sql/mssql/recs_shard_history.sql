@@ -12,7 +12,7 @@ WITH active AS (
                   WHERE ca.ClientID = c.ID AND o.Created >= %(since)s AND o.Created < %(until)s)
 )
 SELECT a.customer_id, oi.ProductID AS product_id, o.ID AS order_id, o.Created AS order_date,
-       oi.Quantity AS quantity, oi.Price AS price, oi.ID AS line_id
+       oi.Quantity AS quantity, oi.ID AS line_id
 FROM active AS a
 JOIN [ClientAgreement] AS ca ON ca.ClientID = a.customer_id
 JOIN [Order] AS o ON o.ClientAgreementID = ca.ID

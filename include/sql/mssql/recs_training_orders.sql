@@ -1,7 +1,8 @@
 -- Every order line since %(history_start)s and before %(until)s: the recommender's global state
--- (co-purchases, popularity, trends) is learnt from all customers, not only the active ones.
+-- (co-purchases, popularity, trends) is learnt from all customers, not only the active ones, and
+-- from who bought what when: no quantities or prices, which would only fill memory.
 SELECT ca.ClientID AS customer_id, oi.ProductID AS product_id, o.ID AS order_id,
-       o.Created AS order_date, oi.Quantity AS quantity, oi.Price AS price, oi.ID AS line_id
+       o.Created AS order_date, oi.ID AS line_id
 FROM [OrderItem] AS oi
 JOIN [Order] AS o ON o.ID = oi.OrderID
 JOIN [ClientAgreement] AS ca ON ca.ID = o.ClientAgreementID

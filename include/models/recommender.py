@@ -521,7 +521,8 @@ def _item_similarity(cust, item, n_items, k, alpha, block=2e6):
     """Top-k pruned co-purchase similarity  C_ij / (n_i^alpha n_j^(1-alpha)), zero diagonal.
 
     Customers are weighted by 1/log2(1 + distinct items) so that wholesalers who buy everything
-    do not make everything similar. Computed in row blocks of about ``block`` co-occurrences each, which bounds its memory.
+    do not make everything similar. Computed in row blocks of about ``block`` co-occurrences
+    each, which bounds its memory (2e6: as fast as larger blocks, or faster, on 6.4M lines).
     """
     if len(cust) == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float64)

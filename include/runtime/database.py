@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -157,10 +158,14 @@ class Database:
         with self.failing_for_good(f"query {name!r}"), adbc.connect(self.conninfo) as conn, conn.cursor() as cur:
             cur.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})  # FETCH cannot be COPYed
             cur.execute(f"DECLARE bulk_frame NO SCROLL CURSOR FOR {text}", values or None)
-            parts = []
+            parts, started = [], time.monotonic()
             while not parts or parts[-1].num_rows == part_rows:
                 cur.execute(f"FETCH FORWARD {int(part_rows)} FROM bulk_frame")
                 parts.append(cur.fetch_arrow_table())
+                if parts[-1].num_rows == part_rows:  # a long read: its progress, part by part
+                    rows = len(parts) * part_rows
+                    log.info("query %r: %s rows read (%s/s)", name, f"{rows:,}",
+                             f"{rows / (time.monotonic() - started):,.0f}")
             return pa.concat_tables(parts).to_pandas()
 
     @property

@@ -1,6 +1,9 @@
 """The runtime I/O modules against real PostgreSQL and Redis."""
 from __future__ import annotations
 
+import logging
+import re
+
 import pandas as pd
 import pytest
 
@@ -75,8 +78,8 @@ def test_bulk_load_refuses_unknown_tables_and_missing_columns(database):
         writer.load("WeeklyRecommendation", pd.DataFrame({"CustomerID": [1]}))
 
 
-@pytest.mark.parametrize("part_rows", [3, 7, 500_000])
-def test_bulk_frame_reads_in_parts_the_rows_of_a_bound_query(database, part_rows):
+@pytest.mark.parametrize(("part_rows", "progress"), [(3, [3, 6]), (7, [7]), (500_000, [])])
+def test_bulk_frame_reads_in_parts_the_rows_of_a_bound_query(database, caplog, part_rows, progress):
     database.conn.execute("DELETE FROM dead_letter")
     for i in range(7):
         database.conn.execute("INSERT INTO dead_letter (job_id, job_name, error, input) VALUES (%s, 'bulk', 'e', %s)",
@@ -84,8 +87,12 @@ def test_bulk_frame_reads_in_parts_the_rows_of_a_bound_query(database, part_rows
     database.conn.execute("INSERT INTO dead_letter (job_id, job_name, error, input) VALUES ('other:0', 'bulk', 'e', 'x')")
     database.conn.commit()
 
-    rows = database.bulk_frame("dead_letters_of_run", {"prefix": "bulk:%"}, part_rows=part_rows)
+    with caplog.at_level(logging.INFO, logger="include.runtime.database"):
+        rows = database.bulk_frame("dead_letters_of_run", {"prefix": "bulk:%"}, part_rows=part_rows)
     assert rows.to_dict("list") == {"job_id": [f"bulk:{i}" for i in range(7)], "input": [str(i) for i in range(7)]}
+    read = [re.fullmatch(r"query 'dead_letters_of_run': (\d+) rows read \([\d,]+/s\)", m)
+            for m in caplog.messages if "rows read" in m]
+    assert [int(r.group(1)) for r in read] == progress
     none = database.bulk_frame("dead_letters_of_run", {"prefix": "' OR ''='"}, part_rows=part_rows)
     assert list(none.columns) == ["job_id", "input"] and none.empty
 

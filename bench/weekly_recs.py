@@ -129,12 +129,10 @@ def _seed_customer(local: threading.local, pg_url: str, redis_url: str, popular:
     local.db.commit()
 
 
-def _measured(step: str, *args) -> dict:
+def _measured(step, *args) -> dict:
     """A step of the job (prepare, process_shard) in a worker process; its result and the
     worker's peak memory so far."""
-    from include.jobs import weekly_recs as job
-
-    return {**getattr(job, step)(*args), "peak_memory_mb": peak_memory_mb()}
+    return {**step(*args), "peak_memory_mb": peak_memory_mb()}
 
 
 def main() -> None:
@@ -168,11 +166,11 @@ def main() -> None:
     started = time.monotonic()
     shards = job.plan(run)
     with ProcessPoolExecutor(1, mp_context=forkserver) as pool:
-        prepared = pool.submit(_measured, "prepare", run).result()
+        prepared = pool.submit(_measured, job.prepare, run).result()
     prepared_at = time.monotonic()
     with ProcessPoolExecutor(args.parallel, mp_context=forkserver) as pool:
         n = len(shards)
-        stats = list(pool.map(_measured, ["process_shard"] * n, [run] * n, shards, [prepared["model_dir"]] * n))
+        stats = list(pool.map(_measured, [job.process_shard] * n, [run] * n, shards, [prepared["model_dir"]] * n))
     worker_peak_mb = max(s.pop("peak_memory_mb") for s in stats)
     summary = job.validate(run, stats)
     job.publish(run, summary, job.feedback(run), None)

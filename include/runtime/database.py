@@ -159,14 +159,14 @@ class Database:
             cur.adbc_statement.set_options(**{"adbc.postgresql.use_copy": "false"})  # FETCH cannot be COPYed
             cur.execute(f"DECLARE bulk_frame NO SCROLL CURSOR FOR {text}", values or None)
             parts, started = [], time.monotonic()
-            while not parts or parts[-1].num_rows == part_rows:
+            while True:
                 cur.execute(f"FETCH FORWARD {int(part_rows)} FROM bulk_frame")
                 parts.append(cur.fetch_arrow_table())
-                if parts[-1].num_rows == part_rows:  # a long read: its progress, part by part
-                    rows = len(parts) * part_rows
-                    log.info("query %r: %s rows read (%s/s)", name, f"{rows:,}",
-                             f"{rows / (time.monotonic() - started):,.0f}")
-            return pa.concat_tables(parts).to_pandas()
+                if parts[-1].num_rows < part_rows:
+                    return pa.concat_tables(parts).to_pandas()
+                rows = len(parts) * part_rows  # a long read: its progress, part by part
+                log.info("query %r: %s rows read (%s/s)", name, f"{rows:,}",
+                         f"{rows / (time.monotonic() - started):,.0f}")
 
     @property
     def conninfo(self) -> str:

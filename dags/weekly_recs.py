@@ -6,10 +6,15 @@ Active: an order in the last RECS_ACTIVE_DAYS (90) days before `as_of_date`, IsA
 IsBlocked = 0, Deleted = 0. `plan` cuts them into `shard_count` shards; `prepare` fits the
 recommender's global state once (co-purchases, popularity, trends); each mapped `process`
 reads its shard's history 5,000 customers per query (its memory does not grow with the shard),
-scores 2,000 at a time and writes `{week}:{customer_id}` (TTL 8 days) and the shard's
-WeeklyRecommendation rows in one transaction; `measure_feedback` scores last week's recommendations against the
-orders placed since; `validate` checks coverage (>= 95%), score range and failure rate (<= 5%);
-only then `publish` flips `recs:current_week` and writes `recs:metadata:last_run`.
+scores 2,000 at a time and stages its rows (a customer whose scoring fails goes to the
+dead-letter table); `measure_feedback` scores last week's recommendations against the orders
+placed since; `validate` checks coverage (>= 95% of active customers), score range and failure
+rate (<= 5%). Only then does each mapped `publish` write its shard's `{week}:{customer_id}` keys
+(TTL 8 days) and WeeklyRecommendation rows, and `finalize` flip `recs:current_week` and write
+`recs:metadata:last_run`. A run that fails validation changes no key and no row.
+
+`user_ids` recomputes only those customers (the backfill DAG triggers such runs): their keys and
+rows are replaced, those now without recommendations are removed, and the pointer stays.
 """
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ from include.runtime.config import SOURCE_POOL
                              description="Parallel shards (the seed's --workers); empty: RECS_WORKERS."),
         "limit": Param(None, type=["null", "integer"], minimum=1,
                        description="Only the first N active customers (by ID)."),
+        "user_ids": Param(None, type=["null", "array"], items={"type": "integer", "minimum": 1}, maxItems=10_000,
+                          description="Only these customers (at most 10,000); the pointer does not move."),
         "dry_run": Param(False, type="boolean", description="Compute everything, write nothing."),
     },
 )
@@ -79,15 +86,24 @@ def weekly_recs():
         return job.validate(job.RecsRun.from_dict(run), list(stats))
 
     @task
-    def publish(run: dict, summary: dict, last_week: dict, **context) -> dict:
+    def publish(shard: dict, run: dict, summary: dict) -> dict:
         from include.jobs import weekly_recs as job
 
-        return job.publish(job.RecsRun.from_dict(run), summary, last_week, context["dag_run"].start_date)
+        return job.publish_shard(job.RecsRun.from_dict(run), shard)
+
+    @task
+    def finalize(run: dict, summary: dict, last_week: dict, published: list[dict], **context) -> dict:
+        from include.jobs import weekly_recs as job
+
+        return job.finalize(job.RecsRun.from_dict(run), summary, last_week, context["dag_run"].start_date)
 
     run = resolve_settings()
+    shards = plan(run)
     stats = WeeklyRecsShardOperator.partial(task_id="process", run=run, prepared=prepare(run),
-                                            pool=SOURCE_POOL).expand(shard=plan(run))
-    publish(run, validate(run, stats.output), measure_feedback(run))
+                                            pool=SOURCE_POOL).expand(shard=shards)
+    summary = validate(run, stats.output)
+    published = publish.partial(run=run, summary=summary).expand(shard=shards)
+    finalize(run, summary, measure_feedback(run), published)
 
 
 weekly_recs()

@@ -7,8 +7,9 @@ from airflow.sdk import BaseOperator
 
 
 class WeeklyRecsShardOperator(BaseOperator):
-    """Scores one shard of active customers and writes its Redis keys and WeeklyRecommendation
-    rows; a retry replaces the shard's rows in one transaction, so it never duplicates them.
+    """Scores one shard of active customers and stages its rows for the mapped `publish`, which
+    writes the Redis keys and WeeklyRecommendation rows once validation passed; a retry replaces
+    the shard's staged file whole, so it never duplicates.
 
     :param run: the run settings from `resolve_settings` (RecsRun as a dict)
     :param shard: a descriptor from `plan`: {"shard": k, "of": n, "max_customer": ...}

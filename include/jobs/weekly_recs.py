@@ -1,10 +1,13 @@
 """Weekly recommendations: top-n products per active customer, in Redis and WeeklyRecommendation.
 
-plan -> prepare -> process (one per shard) -> validate -> publish, as in DESIGN.md. `prepare`
-fits the recommender's global state once (co-purchases, popularity, trends) into a run-scoped
-artifact directory; each shard loads it, reads its customers' history one query per 5,000
-customers, scores them 2,000 at a time, writes `{week}:{customer_id}` through pipelined SETs and
-replaces its backup rows in one transaction. `publish` flips `recs:current_week` only after validation.
+plan -> prepare -> process (one per shard) -> validate -> publish (one per shard) -> finalize, as
+in DESIGN.md. `prepare` fits the recommender's global state once (co-purchases, popularity,
+trends) into a run-scoped artifact directory; each shard loads it, reads its customers' history
+one query per 5,000 customers, scores them 2,000 at a time and stages its rows
+(include/runtime/staging.py). Only after `validate` passed does each `publish` write its shard's
+`{week}:{customer_id}` keys through pipelined SETs and replace its backup rows; `finalize` then
+flips `recs:current_week` and writes the run metadata. A run that fails validation changes
+nothing a reader sees.
 """
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ import datetime as dt
 import json
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from include.jobs.publication import not_older
 from include.jobs.run_params import RunSettings, as_of_date, int_param
 from include.jobs.sharding import failure_rate, shard_plan, total
-from include.runtime import artifacts, config, metrics, source_quality
+from include.runtime import artifacts, config, dead_letters, metrics, source_quality, staging
 from include.runtime.bulk_writer import BulkWriter
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
@@ -50,6 +55,7 @@ class RecsRun(RunSettings):
     history_days: int
     ttl: int
     run_key: str
+    user_ids: list[int] | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date, run_key: str) -> "RecsRun":
@@ -64,7 +70,8 @@ class RecsRun(RunSettings):
         return cls(as_of=as_of, week=week, top_n=int_param(params, "top_n", "RECS_TOP_N"),
                    shard_count=int_param(params, "shard_count", "RECS_WORKERS"), limit=params.get("limit"),
                    dry_run=bool(params.get("dry_run", False)), active_days=config.get_int("RECS_ACTIVE_DAYS"),
-                   history_days=config.get_int("RECS_HISTORY_DAYS"), ttl=config.get_int("RECS_TTL"), run_key=run_key)
+                   history_days=config.get_int("RECS_HISTORY_DAYS"), ttl=config.get_int("RECS_TTL"), run_key=run_key,
+                   user_ids=sorted({int(i) for i in params["user_ids"]}) if params.get("user_ids") else None)
 
     @property
     def until(self) -> dt.datetime:
@@ -84,6 +91,8 @@ def plan(run: RecsRun) -> list[dict[str, int]]:
         active = active.iloc[:run.limit]
     max_customer = int(active["customer_id"].iloc[-1]) if run.limit is not None and len(active) else _NO_LIMIT
     shards = [{**s, "max_customer": max_customer} for s in shard_plan(len(active), run.shard_count)]
+    if run.user_ids is not None:  # only the shards holding a requested customer
+        shards = [s for s in shards if any(i % s["of"] == s["shard"] for i in run.user_ids)]
     log.info("as_of %s (%s): %d active customers in %d shards", run.as_of, run.week, len(active), len(shards))
     return shards
 
@@ -141,129 +150,265 @@ def prepare(run: RecsRun) -> dict[str, Any]:
     return info
 
 
-def recommendation_documents(recs, week: str, generated_at: str) -> list[tuple[int, str]]:
-    """(customer_id, JSON) in the seed's format, one per customer of `recs` (sorted by customer, rank)."""
-    import numpy as np
+def backup_rows(recs, week: str, generated_at: dt.datetime):
+    """The recommender's output as WeeklyRecommendation rows: every field of the document, so the
+    table alone rebuilds a key (restore); `ExpiresAt` is set when publish writes the keys."""
+    import pandas as pd
 
-    last = recs["last_purchased"]
+    last = pd.to_datetime(recs["last_purchased"])
+    return pd.DataFrame({
+        "CustomerID": recs["customer_id"].astype("int64"), "Week": week,
+        "ProductID": recs["product_id"].astype("int64"), "Rank": recs["rank"].astype("int16"),
+        "Score": recs["score"].astype(float), "Source": recs["source"].astype(str),
+        "GeneratedAt": pd.Timestamp(generated_at).tz_convert(None).floor("s"),
+        "ProductName": recs["product_name"].astype(str), "Category": recs["category"].astype(str),
+        "PredictedQuantity": recs["predicted_quantity"].astype(float),
+        "LastPurchased": last.dt.normalize(),
+        "PurchaseFrequencyDays": recs["purchase_frequency_days"].astype(float),
+    }).reset_index(drop=True)
+
+
+def recommendation_documents(rows) -> list[tuple[int, str]]:
+    """(customer_id, JSON) in the seed's format from WeeklyRecommendation rows sorted by customer
+    and rank: the one builder of publish and restore, so a restored key equals the published one."""
+    import numpy as np
+    import pandas as pd
+
+    def optional(values, digits):
+        return [None if v != v else round(v, digits) for v in values.astype(float).tolist()]
+
+    last = pd.to_datetime(rows["LastPurchased"])
     columns = {
-        "product_id": recs["product_id"].astype("int64").tolist(),
-        "product_name": recs["product_name"].astype(str).tolist(),
-        "score": recs["score"].round(4).tolist(),
-        "source": recs["source"].tolist(),
-        "category": recs["category"].astype(str).tolist(),
-        "predicted_quantity": [None if q != q else round(q, 1) for q in recs["predicted_quantity"].tolist()],
-        "last_purchased": [None if pd_na else d for pd_na, d in
+        "product_id": rows["ProductID"].astype("int64").tolist(),
+        "product_name": rows["ProductName"].astype(str).tolist(),
+        "score": rows["Score"].astype(float).round(4).tolist(),
+        "source": rows["Source"].astype(str).tolist(),
+        "category": rows["Category"].astype(str).tolist(),
+        "predicted_quantity": optional(rows["PredictedQuantity"], 1),
+        "last_purchased": [None if missing else d for missing, d in
                            zip(last.isna().tolist(), last.dt.strftime("%Y-%m-%d").tolist())],
-        "purchase_frequency_days": [None if f != f else round(f, 1) for f in recs["purchase_frequency_days"].tolist()],
-        "rank": recs["rank"].astype(int).tolist(),
+        "purchase_frequency_days": optional(rows["PurchaseFrequencyDays"], 1),
+        "rank": rows["Rank"].astype(int).tolist(),
     }
     names = list(columns)
-    rows = [dict(zip(names, values)) for values in zip(*columns.values())]
-    customers = recs["customer_id"].to_numpy()
+    items = [dict(zip(names, values)) for values in zip(*columns.values())]
+    customers = rows["CustomerID"].to_numpy()
+    weeks = rows["Week"].astype(str).tolist()
+    generated = pd.to_datetime(rows["GeneratedAt"]).dt.strftime("%Y-%m-%dT%H:%M:%S+00:00").tolist()
     bounds = np.flatnonzero(np.r_[True, customers[1:] != customers[:-1], True])
-    return [(int(customers[a]), json.dumps({"customer_id": int(customers[a]), "week": week,
-                                            "generated_at": generated_at, "recommendations": rows[a:b]}))
+    return [(int(customers[a]), json.dumps({"customer_id": int(customers[a]), "week": weeks[a],
+                                            "generated_at": generated[a], "recommendations": items[a:b]}))
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def _recommend_isolated(model, history, customers, as_of, failures: list[dict[str, Any]]):
+    """The model's recommendations for `customers`; when scoring raises, the batch is split in halves
+    until the customers that raise are alone: they go to `failures` with error and stack trace,
+    the others are scored."""
+    import pandas as pd
+
+    try:
+        return model.recommend(history[history["customer_id"].isin(customers)], customers, as_of)
+    except MemoryError:
+        raise  # the worker's fault, not a customer's: Airflow retries the shard
+    except Exception as exc:  # noqa: BLE001 - one customer's failure must not fail the shard
+        if len(customers) == 1:
+            failures.append({"customer_id": int(customers[0]), "error": f"{type(exc).__name__}: {exc}",
+                             "stack_trace": "".join(traceback.format_exception(exc))})
+            return None
+        mid = len(customers) // 2
+        parts = [_recommend_isolated(model, history, half, as_of, failures)
+                 for half in (customers[:mid], customers[mid:])]
+        parts = [p for p in parts if p is not None]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batch_size: int = 2000,
-                  read_size: int = 5_000, only_customers: list[int] | None = None) -> dict[str, Any]:
-    """Score one shard's active customers; write Redis keys and the shard's backup rows.
-    The history is read `read_size` customers at a time and scored `batch_size` at a time, so a
-    shard's memory stays the same however many customers it has; its backup rows are replaced in
-    one transaction all the same. `only_customers` (a backfill) keeps only those customers and
-    replaces only their rows."""
+                  read_size: int = 5_000) -> dict[str, Any]:
+    """Score one shard's active customers and stage their rows for `publish`; nothing a reader
+    uses changes here. The history is read `read_size` customers at a time and scored
+    `batch_size` at a time, so a shard's memory stays the same however many customers it has.
+    Every active customer counts: one whose scoring raises, or who gets fewer than top_n
+    recommendations, is failed and goes to the dead-letter table."""
     import numpy as np
+    import pandas as pd
 
     from include.models.recommender import HybridRecommender
 
     shard, of = descriptor["shard"], descriptor["of"]
+    job_id = f"{run.run_key}:{shard}/{of}"
     started = time.monotonic()
     window = run.query_params(descriptor)
-    source, cache = Database(SOURCE_CONN_ID), RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
-    totals = {"customers": 0, "recommendations": 0, "discovery_recommendations": 0, "keys_written": 0,
-              "backup_rows": 0, "order_lines": 0}
+    source = Database(SOURCE_CONN_ID)
+    totals = {"customers": 0, "recommendations": 0, "discovery_recommendations": 0, "staged_rows": 0,
+              "order_lines": 0}
     score_min, score_max = 1.0, 0.0
+    failures: list[dict[str, Any]] = []
+    staged = []
     try:
         active = source.frame("active_customers", window)["customer_id"].to_numpy()
-        if only_customers is not None:
-            active = active[np.isin(active, only_customers)]
+        if run.user_ids is not None:
+            active = active[np.isin(active, run.user_ids)]
         log.info("shard %d/%d: %d active customers", shard + 1, of, len(active))
-        bad_rows = source_quality.quarantine(JOB, f"{run.run_key}:{shard}/{of}", shard, window["history_start"],
-                                             window["until"], run.dry_run)
+        bad_rows = source_quality.quarantine(JOB, job_id, shard, window["history_start"], window["until"],
+                                             run.dry_run)
         model = HybridRecommender.load(model_dir)
-        generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        wanted = min(run.top_n, len(model.item_ids_))
+        generated_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         progress = Progress(f"shard {shard + 1}/{of} customers", len(active), every=batch_size)
-        key = config.get("RECS_KEY")
-        with _backup_rows(run, shard, of, only_customers) as load:
-            for history in _history_parts(source, window, active, read_size):
-                customer_ids = history["customer_id"].unique()
-                totals["customers"] += len(customer_ids)
-                totals["order_lines"] += len(history)
-                for first in range(0, len(customer_ids), batch_size):
-                    batch = customer_ids[first:first + batch_size]
-                    recs = model.recommend(history[history["customer_id"].isin(batch)], batch, run.as_of)
-                    if len(recs):
-                        score_min = min(score_min, float(recs["score"].min()))
-                        score_max = max(score_max, float(recs["score"].max()))
-                    if not run.dry_run:
-                        documents = recommendation_documents(recs, run.week, generated_at)
-                        totals["keys_written"] += cache.set_many(
-                            ((key.format(week=run.week, customer_id=c), d) for c, d in documents), run.ttl)
-                        totals["backup_rows"] += load(_backup_frame(recs, run.week, generated_at))
+        for part, history in _history_parts(source, window, active, read_size):
+            totals["order_lines"] += len(history)
+            for first in range(0, len(part), batch_size):
+                batch = part[first:first + batch_size]
+                failed_before = len(failures)
+                recs = _recommend_isolated(model, history, batch, run.as_of, failures)
+                served = recs.groupby("customer_id").size() if recs is not None else pd.Series(dtype="int64")
+                short = [int(c) for c in batch if served.get(c, 0) < wanted and
+                         c not in {f["customer_id"] for f in failures[failed_before:]}]
+                failures += [{"customer_id": c, "error": f"got {int(served.get(c, 0))} of {wanted} recommendations",
+                              "stack_trace": None} for c in short]
+                totals["customers"] += len(batch)
+                if recs is not None and len(recs):
+                    score_min = min(score_min, float(recs["score"].min()))
+                    score_max = max(score_max, float(recs["score"].max()))
                     totals["recommendations"] += len(recs)
                     totals["discovery_recommendations"] += int((recs["source"] == "discovery").sum())
-                    served = recs.groupby("customer_id").size()
-                    complete = int((served >= min(run.top_n, len(model.item_ids_))).sum())
-                    progress.update(succeeded=complete, failed=len(batch) - complete)
+                    staged.append(backup_rows(recs, run.week, generated_at))
+                progress.update(succeeded=len(batch) - (len(failures) - failed_before),
+                                failed=len(failures) - failed_before)
     finally:
-        cache.close()
         source.close()
 
+    if not run.dry_run:
+        rows = pd.concat(staged, ignore_index=True) if staged else backup_rows(
+            pd.DataFrame(columns=list(_RECS_COLUMNS)), run.week, generated_at)
+        totals["staged_rows"] = len(rows)
+        staging.save(JOB, run.run_key, shard, of, rows)
+        if failures:
+            _record_failures(run, job_id, shard, of, failures)
     scored = totals["recommendations"] > 0
     stats = {"shard": shard, "of": of, **totals, "successful": progress.succeeded, "failed": progress.failed,
              **bad_rows, "score_min": round(score_min, 6) if scored else None,
              "score_max": round(score_max, 6) if scored else None,
              "seconds": round(time.monotonic() - started, 3)}
-    log_summary(f"weekly_recs shard {shard + 1}/{of} done", stats)
+    log_summary(f"weekly_recs shard {shard + 1}/{of} scored and staged", stats)
     return stats
 
 
+_RECS_COLUMNS = ("customer_id", "rank", "product_id", "score", "source", "product_name", "category",
+                 "predicted_quantity", "last_purchased", "purchase_frequency_days")
+
+
+def _record_failures(run: RecsRun, job_id: str, shard: int, of: int, failures: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
+    letters = pd.DataFrame({
+        "error": [f["error"] for f in failures], "stack_trace": [f["stack_trace"] for f in failures],
+        "input": [{"customer_id": f["customer_id"], "as_of": run.as_of.isoformat(), "week": run.week,
+                   "shard": shard, "of": of} for f in failures]})
+    with Database(RESULTS_CONN_ID) as results:
+        dead_letters.record(results, JOB, job_id, letters)
+
+
 def _history_parts(source: Database, window: dict[str, Any], active, read_size: int):
-    """The order lines of the `active` customers (sorted IDs of one shard), `read_size` customers
-    per query; customers of the shard between them but not in `active` (a backfill) are left out."""
+    """(customers, their order lines) for the `active` customers (sorted IDs of one shard),
+    `read_size` customers per query; customers of the shard between them but not in `active`
+    (a run for some ids) are left out. A customer without valid lines is still in `customers`."""
     for begin in range(0, len(active), read_size):
         part = active[begin:begin + read_size]
         history = _orders(source.bulk_frame("recs_shard_history", {
             **window, "first_customer": int(part[0]), "last_customer": int(part[-1])}))
-        yield history[history["customer_id"].isin(part)]
+        yield part, history[history["customer_id"].isin(part)]
 
 
-@contextlib.contextmanager
-def _backup_rows(run: RecsRun, shard: int, of: int, only_customers: list[int] | None):
-    """The transaction that replaces the shard's WeeklyRecommendation rows of the week (or only
-    those of `only_customers`); yields a function taking the rows as they come. Nothing on a dry run."""
+def publish_shard(run: RecsRun, descriptor: dict[str, int]) -> dict[str, Any]:
+    """Make one shard's staged rows live, after `validate` passed: SET `{week}:{customer_id}` in
+    pipelined chunks (each key goes from its old value to the new one, never missing), unlink the
+    keys of the shard's customers the run no longer recommends to (those that had rows of the
+    week, or that the run was asked for), then replace the shard's backup rows in one
+    transaction. A retry does the same again."""
+    shard, of = descriptor["shard"], descriptor["of"]
     if run.dry_run:
-        yield len
-        return
-    if only_customers is None:
-        delete, params = "delete_weekly_recommendations", {"week": run.week, "shard": shard, "of": of}
-    else:
-        delete = "delete_weekly_recommendations_customer"
-        params = [{"week": run.week, "customer_id": int(c)} for c in only_customers if c % of == shard]
-    with Database(RESULTS_CONN_ID) as results, BulkWriter(results).replacing("WeeklyRecommendation", delete,
-                                                                             params) as load:
-        yield load
-
-
-def _backup_frame(recs, week: str, generated_at: str):
+        return {"shard": shard, "of": of, "keys_written": 0, "keys_removed": 0, "backup_rows": 0}
     import pandas as pd
 
-    return pd.DataFrame({"CustomerID": recs["customer_id"].astype("int64"), "Week": week,
-                         "ProductID": recs["product_id"].astype("int64"), "Rank": recs["rank"].astype("int16"),
-                         "Score": recs["score"].astype(float), "Source": recs["source"],
-                         "GeneratedAt": pd.Timestamp(generated_at).tz_convert(None)})
+    started = time.monotonic()
+    rows = staging.load(JOB, run.run_key, shard, of)
+    expires_at = int(time.time()) + run.ttl
+    rows["ExpiresAt"] = pd.Timestamp(expires_at, unit="s")
+    params = {"week": run.week, "shard": shard, "of": of}
+    with Database(RESULTS_CONN_ID) as results:
+        if run.user_ids is None:
+            before = results.frame("weekly_recommendation_customers", params)["customer_id"].astype("int64").tolist()
+        else:
+            before = [c for c in run.user_ids if c % of == shard]
+        cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
+        try:
+            written, fresh = write_keys(cache, rows, expires_at)
+            key = config.get("RECS_KEY")
+            removed = cache.delete_many([key.format(week=run.week, customer_id=c) for c in before if c not in fresh])
+        finally:
+            cache.close()
+        if run.user_ids is None:
+            delete, delete_params = "delete_weekly_recommendations", params
+        else:
+            delete = "delete_weekly_recommendations_customer"
+            delete_params = [{"week": run.week, "customer_id": int(c)} for c in before]
+        backup = BulkWriter(results).load("WeeklyRecommendation", rows, delete=delete, params=delete_params)
+    stats = {"shard": shard, "of": of, "keys_written": written, "keys_removed": removed, "backup_rows": backup,
+             "seconds": round(time.monotonic() - started, 3)}
+    log_summary(f"weekly_recs shard {shard + 1}/{of} published", stats)
+    return stats
+
+
+def write_keys(cache: RedisCache, rows, expires_at: int | None = None) -> tuple[int, set[int]]:
+    """SET the `{week}:{customer_id}` documents of `rows` (WeeklyRecommendation rows sorted by
+    customer and rank), each to expire at `expires_at` or, without it, at the rows' own ExpiresAt;
+    (keys written, customers written). Shared by publish and restore."""
+    import pandas as pd
+
+    key = config.get("RECS_KEY")
+    documents = recommendation_documents(rows)
+    if expires_at is not None:
+        expiry = [expires_at] * len(documents)
+    else:
+        first = rows.drop_duplicates("CustomerID")
+        expiry = (pd.to_datetime(first["ExpiresAt"]).astype("int64") // 10**9).tolist()
+    week = rows["Week"].iloc[0] if len(rows) else ""
+    written = 0
+    for at in sorted(set(expiry)):  # one pipeline stream per expiry (one for a publish)
+        written += cache.set_many(((key.format(week=week, customer_id=c), d)
+                                   for (c, d), e in zip(documents, expiry) if e == at), None, expire_at=at)
+    return written, {c for c, _ in documents}
+
+
+def restore_week(week: str, parts: int = 16) -> dict[str, Any]:
+    """Rewrite the week's `{week}:{customer_id}` keys from WeeklyRecommendation (seed 000's fallback
+    when Redis loses data), with the values and expiry publish gave them; keys whose expiry has
+    passed stay gone. Read `parts` shards of the week at a time, so memory stays flat."""
+    import pandas as pd
+
+    started = time.monotonic()
+    now = int(time.time())
+    totals = {"week": week, "rows": 0, "keys_written": 0, "expired_customers": 0}
+    cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
+    progress = Progress(f"restore {week} parts", parts, every=1)
+    try:
+        with Database(RESULTS_CONN_ID) as results:
+            for shard in range(parts):
+                rows = results.bulk_frame("weekly_recommendation_rows", {"week": week, "shard": shard, "of": parts})
+                totals["rows"] += len(rows)
+                expiry = pd.to_datetime(rows["ExpiresAt"])
+                live = expiry.notna() & (expiry.astype("int64") // 10**9 > now)
+                totals["expired_customers"] += rows.loc[~live, "CustomerID"].nunique()
+                written, _ = write_keys(cache, rows[live].reset_index(drop=True))
+                totals["keys_written"] += written
+                progress.update(succeeded=1)
+    finally:
+        cache.close()
+    totals["seconds"] = round(time.monotonic() - started, 3)
+    log_summary(f"weekly_recs keys of {week} restored from WeeklyRecommendation", totals)
+    return totals
 
 
 def feedback(run: RecsRun) -> dict[str, Any]:
@@ -293,8 +438,9 @@ def validate(run: RecsRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
     customers = summary.get("customers", 0)
     summary["coverage"] = round(summary.get("successful", 0) / customers, 4) if customers else 0.0
     summary["failure_rate"] = round(failure_rate(summary.get("failed", 0), customers), 4)
+    asked_for_none = run.user_ids is not None and not customers  # requested ids none of which is active
     checks = {
-        "coverage": summary["coverage"] >= config.get_float("RECS_MIN_COVERAGE"),
+        "coverage": asked_for_none or summary["coverage"] >= config.get_float("RECS_MIN_COVERAGE"),
         "failure_rate": summary["failure_rate"] <= config.get_float("RECS_MAX_FAILURE_RATE"),
         "score_range": not scores or (0.0 <= summary["score_min"] and summary["score_max"] <= 1.0),
     }
@@ -312,8 +458,11 @@ def validate(run: RecsRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def publish(run: RecsRun, summary: dict[str, Any], last_week: dict[str, Any], started_at: dt.datetime | None) -> dict[str, Any]:
-    """Flip recs:current_week to this week and write the run summary, unless dry_run."""
+def finalize(run: RecsRun, summary: dict[str, Any], last_week: dict[str, Any],
+             started_at: dt.datetime | None) -> dict[str, Any]:
+    """After every shard published: flip recs:current_week to this week and write the run summary
+    (only for a run of every customer, and never back to an older week), emit the run's metrics,
+    discard the staged rows."""
     now = dt.datetime.now(dt.timezone.utc)
     duration = (now - started_at).total_seconds() if started_at else summary.get("seconds", 0.0)
     metadata = {"week": run.week, "as_of_date": run.as_of.isoformat(), "completed_at": now.isoformat(timespec="seconds"),
@@ -323,14 +472,21 @@ def publish(run: RecsRun, summary: dict[str, Any], last_week: dict[str, Any], st
                 "duration_seconds": round(duration, 1),
                 "rate_per_second": round(summary.get("customers", 0) / duration, 1) if duration else None,
                 "coverage": summary.get("coverage"), "last_week": last_week,
-                "bad_source_rows": source_quality.run_counts(summary), "dry_run": run.dry_run}
+                "bad_source_rows": source_quality.run_counts(summary), "dry_run": run.dry_run,
+                "user_ids": len(run.user_ids) if run.user_ids is not None else None}
+    pointer_moved = False
     if not run.dry_run:
         cache = RedisCache()
         try:
-            cache.client.set(config.get("RECS_POINTER_KEY"), run.week)
-            cache.set_json(config.get("RECS_METADATA_KEY"), metadata, ttl=run.ttl)
+            pointer = config.get("RECS_POINTER_KEY")
+            if run.user_ids is None and not_older(cache, pointer, None, run.week):
+                cache.client.set(pointer, run.week)
+                cache.set_json(config.get("RECS_METADATA_KEY"), metadata, ttl=run.ttl)
+                pointer_moved = True
         finally:
             cache.close()
+        staging.discard(JOB, run.run_key)
+    metadata["pointer_moved"] = pointer_moved
     for name in ("hit_rate", "recall@25"):
         if last_week.get(name) is not None:
             metrics.quality(JOB, f"last_week_{name.replace('@', '_at_')}", last_week[name])

@@ -53,12 +53,15 @@ class RedisCache:
         if "client" in self.__dict__:
             self.__dict__.pop("client").close()
 
-    def set_many(self, items: Iterable[tuple[str, str | bytes]], ttl: int | None) -> int:
-        """SET every (key, value) with `ttl` seconds (None: no expiry), one pipeline per chunk."""
+    def set_many(self, items: Iterable[tuple[str, str | bytes]], ttl: int | None,
+                 expire_at: int | None = None) -> int:
+        """SET every (key, value) with `ttl` seconds (None: no expiry), or to expire at the unix time
+        `expire_at` (EXAT: a restore gives back the very expiry a key had), one pipeline per chunk.
+        Each SET replaces one key whole: a reader sees the old or the new value, never none."""
         written = 0
         pipe = self.client.pipeline(transaction=False)
         for key, value in items:
-            pipe.set(key, value, ex=ttl)
+            pipe.set(key, value, ex=None if expire_at else ttl, exat=expire_at)
             written += 1
             if written % self.chunk_size == 0:
                 pipe.execute()

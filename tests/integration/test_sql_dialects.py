@@ -38,6 +38,8 @@ SAMPLE_PARAMS: dict[str, dict] = {
     "truncate_source": {},
     "drop_source_indexes": {},
     "delete_weekly_recommendations": {"week": "2024-W10", **_SHARD},
+    "weekly_recommendation_customers": {"week": "2024-W10", **_SHARD},
+    "weekly_recommendation_rows": {"week": "2024-W10", **_SHARD},
     "delete_dead_letters": {"job_id": "sample:0/1", "job_name": "sample_job"},
     "dead_letters_list": {"job_name": None, "limit": 10},
     # maintenance retention (a far cutoff so the sample dead letter counts) and dead-letter redrive

@@ -38,6 +38,12 @@ def _backup(database, week: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["customer", "product", "rank", "score", "source"])
 
 
+def _sql_delete_week(database, week: str) -> None:
+    with database.conn.cursor() as cur:
+        cur.execute('DELETE FROM "WeeklyRecommendation" WHERE "Week" = %s', (week,))
+    database.conn.commit()
+
+
 def test_recommends_every_active_customer(dag_runner, database, redis_client, data):
     out = dag_runner("weekly_recs", {"as_of_date": AS_OF, "shard_count": 3})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -75,18 +81,27 @@ def test_recommends_every_active_customer(dag_runner, database, redis_client, da
 
 def test_rerun_and_retried_shard_are_idempotent(dag_runner, database, redis_client, data):
     from include.jobs import weekly_recs as job
+    from include.runtime import staging
 
     # the job's steps in process, 3 shards; a shard retried by Airflow runs again with the same descriptor
+    redis_client.flushdb()
+    _sql_delete_week(database, WEEK)
     run = job.RecsRun.from_params({"as_of_date": AS_OF, "shard_count": 3}, None, pd.Timestamp.now().date(), "retry")
     model_dir = job.prepare(run)["model_dir"]
     shards = job.plan(run)
     stats = [job.process_shard(run, descriptor, model_dir) for descriptor in shards]
-    before = _backup(database, WEEK)
-    assert len(before) == sum(s["backup_rows"] for s in stats) == 25 * len(_active(data, AS_OF))
+    staged = staging.load(job.JOB, run.run_key, 1, 3)
     retried = job.process_shard(run, shards[1], model_dir)
-    assert retried["backup_rows"] == stats[1]["backup_rows"] > 0
-    pd.testing.assert_frame_equal(_backup(database, WEEK)[["customer", "product", "rank"]],
-                                  before[["customer", "product", "rank"]])
+    assert retried["staged_rows"] == stats[1]["staged_rows"] == len(staged) > 0
+    pd.testing.assert_frame_equal(staging.load(job.JOB, run.run_key, 1, 3).drop(columns="GeneratedAt"),
+                                  staged.drop(columns="GeneratedAt"))
+    assert _backup(database, WEEK).empty and not list(redis_client.scan_iter(f"{WEEK}:*")), "staging writes nothing live"
+
+    published = [job.publish_shard(run, descriptor) for descriptor in shards]
+    before = _backup(database, WEEK)
+    assert len(before) == sum(p["backup_rows"] for p in published) == 25 * len(_active(data, AS_OF))
+    assert job.publish_shard(run, shards[1])["backup_rows"] == published[1]["backup_rows"]  # a retried publish
+    pd.testing.assert_frame_equal(_backup(database, WEEK), before)
 
     # a rerun of the whole DAG with other shards replaces the week's rows, never adds to them
     out = dag_runner("weekly_recs", {"as_of_date": AS_OF, "shard_count": 2})
@@ -95,21 +110,21 @@ def test_rerun_and_retried_shard_are_idempotent(dag_runner, database, redis_clie
     assert len(after) == len(before) and set(after["customer"]) == set(before["customer"])
 
 
-def test_a_shard_read_in_parts_gives_the_same_rows_and_a_failure_keeps_the_old(database, data, monkeypatch):
+def test_a_shard_read_in_parts_stages_the_same_rows_and_a_failure_keeps_the_old(database, data, monkeypatch):
     from include.jobs import weekly_recs as job
     from include.models.recommender import HybridRecommender
+    from include.runtime import staging
 
     run = job.RecsRun.from_params({"as_of_date": AS_OF, "shard_count": 2}, None, pd.Timestamp.now().date(), "parts")
     model_dir = job.prepare(run)["model_dir"]
     shard = job.plan(run)[0]
     whole = job.process_shard(run, shard, model_dir)
-    rows = _backup(database, WEEK)
+    rows = staging.load(job.JOB, run.run_key, 0, 2).drop(columns="GeneratedAt")
     parts = job.process_shard(run, shard, model_dir, read_size=7, batch_size=3)
-    assert {k: parts[k] for k in ("customers", "successful", "backup_rows", "keys_written", "order_lines")} == \
-        {k: whole[k] for k in ("customers", "successful", "backup_rows", "keys_written", "order_lines")}
-    assert parts["customers"] > 14
-    pd.testing.assert_frame_equal(_backup(database, WEEK)[["customer", "product", "rank"]],
-                                  rows[["customer", "product", "rank"]])
+    compared = ("customers", "successful", "failed", "staged_rows", "order_lines")
+    assert {k: parts[k] for k in compared} == {k: whole[k] for k in compared}
+    assert parts["customers"] > 14 and parts["failed"] == 0
+    pd.testing.assert_frame_equal(staging.load(job.JOB, run.run_key, 0, 2).drop(columns="GeneratedAt"), rows)
 
     recommend, calls = HybridRecommender.recommend, []
 
@@ -122,7 +137,7 @@ def test_a_shard_read_in_parts_gives_the_same_rows_and_a_failure_keeps_the_old(d
     monkeypatch.setattr(HybridRecommender, "recommend", fails_on_the_third_batch)
     with pytest.raises(MemoryError):
         job.process_shard(run, shard, model_dir, read_size=7, batch_size=3)
-    pd.testing.assert_frame_equal(_backup(database, WEEK), rows)
+    pd.testing.assert_frame_equal(staging.load(job.JOB, run.run_key, 0, 2).drop(columns="GeneratedAt"), rows)
 
 
 def test_failed_validation_keeps_the_previous_week_live(dag_runner, redis_client, data):

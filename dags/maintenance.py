@@ -2,6 +2,9 @@
 ### maintenance
 Every 6 hours: remove what the TTLs and the jobs' own retention miss, and report broken pointers.
 
+- `restore_week_keys` (only when triggered with `restore_week`, e.g. `{"restore_week": "2025-W46"}`):
+  rewrites that week's `{week}:{customer_id}` keys from WeeklyRecommendation, with the values and
+  expiry publish gave them (Redis lost data); `python -m scripts.restore` does the same.
 - `expire_redis_keys`: one SCAN pass over Redis in chunks. `{week}:{customer_id}` keys of weeks more
   than `keep_weeks` before `recs:current_week` (or the run date's week, whichever is earlier) are
   unlinked; keys of the jobs' templates that lost their TTL get it back (RECS_TTL, FORECAST_CACHE_TTL,
@@ -41,6 +44,9 @@ from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE
         "backfill_report_retention_days": Param(None, type=["null", "integer"], minimum=1,
                                                 description="Backfill reports kept this many days; "
                                                             "empty: BACKFILL_REPORT_RETENTION_DAYS (90)."),
+        "restore_week": Param(None, type=["null", "string"], pattern=r"^\d{4}-W\d{2}$",
+                              description="Rewrite this ISO week's recommendation keys from WeeklyRecommendation "
+                                          "(after Redis lost data), e.g. 2025-W46; empty: no restore."),
         "dry_run": Param(False, type="boolean", description="Count what would be removed, change nothing."),
     },
 )
@@ -52,7 +58,13 @@ def maintenance():
         return MaintenanceRun.from_params(context["params"], context["dag_run"].run_after).to_dict()
 
     @task
-    def expire_redis_keys(run: dict) -> dict:
+    def restore_week_keys(run: dict) -> dict:
+        from include.jobs import maintenance as job
+
+        return job.restore_week_keys(job.MaintenanceRun.from_dict(run))
+
+    @task
+    def expire_redis_keys(run: dict, restored: dict) -> dict:
         from include.jobs import maintenance as job
 
         return job.expire_redis_keys(job.MaintenanceRun.from_dict(run))
@@ -76,15 +88,15 @@ def maintenance():
         return job.retain_model_versions(job.MaintenanceRun.from_dict(run))
 
     @task
-    def summarize(run: dict, redis: dict, letters: dict, reports: dict, models: dict, **context) -> dict:
+    def summarize(run: dict, parts: list[dict], **context) -> dict:
         from include.jobs import maintenance as job
 
-        return job.summarize(job.MaintenanceRun.from_dict(run), [redis, letters, reports, models],
-                             context["dag_run"].start_date)
+        return job.summarize(job.MaintenanceRun.from_dict(run), list(parts), context["dag_run"].start_date)
 
     run = resolve_settings()
-    summarize(run, expire_redis_keys(run), expire_dead_letters(run), expire_backfill_reports(run),
-              retain_model_versions(run))
+    restored = restore_week_keys(run)
+    summarize(run, [restored, expire_redis_keys(run, restored), expire_dead_letters(run), expire_backfill_reports(run),
+                    retain_model_versions(run)])
 
 
 maintenance()

@@ -5,13 +5,15 @@ A daily order digest per active user, at 03:00: a summary and a few tips, cached
 `plan` counts the active users (not blocked, not deleted) with at least `min_orders` orders in the
 last `days` days before `as_of_date` and cuts them into `shard_count` shards (customer id % n);
 each mapped `process` loads its users' order statistics (category shares, variety, spend, order
-rhythm) in one query, a generator turns them into `{summary, tips[], generated_at}` and writes
-`recommendations:user:{id}` (TTL 86400). `generator` is `rules` (deterministic, no network; the
-default) or `llm` (an OpenAI-compatible chat endpoint from the Airflow connection `insights_llm`:
-host = base URL, extra `api_keys` = list of keys rotated on HTTP 429, extra `model`). When every
-key is exhausted the run stops at once; other per-user failures are counted, go to the dead-letter
-table, and `validate` fails the run above 5% of users. `publish` then writes
-`recommendations:metadata:last_run`. Trigger with conf to run for another date or generator.
+rhythm) in one query, a generator turns them into `{summary, tips[], generated_at}` and stages
+them; no key changes yet. `generator` is `rules` (deterministic, no network; the default) or `llm`
+(an OpenAI-compatible chat endpoint from the Airflow connection `insights_llm`: host = base URL,
+extra `api_keys` = list of keys rotated on HTTP 429, extra `model`). When every key is exhausted
+the run stops at once; other per-user failures are counted, go to the dead-letter table, and
+`validate` fails the run above 5% of users, leaving every key as it was. Only then each mapped
+`publish` writes its shard's `recommendations:user:{id}` (TTL 86400) and `finalize` writes
+`recommendations:metadata:last_run`. Trigger with conf to run for another date, generator or only
+some `user_ids` (a backfill: their keys change, the metadata does not).
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ from include.runtime.config import SOURCE_POOL
                                        "empty: INSIGHTS_GENERATOR (rules)."),
         "cache_ttl": Param(None, type=["null", "integer"], minimum=60,
                            description="TTL of the digest keys in seconds; empty: INSIGHTS_TTL (86400)."),
+        "user_ids": Param(None, type=["null", "array"], items={"type": "integer", "minimum": 1}, maxItems=10_000,
+                          description="Only these customers (at most 10,000); empty: every eligible user."),
         "dry_run": Param(False, type="boolean", description="Compute everything, write nothing."),
     },
 )
@@ -56,20 +60,22 @@ def order_insights():
         from include.jobs.order_insights import InsightsRun
 
         today = dt.datetime.now(dt.timezone.utc).date()
-        return InsightsRun.from_params(context["params"], run_date(context), today).to_dict()
+        return InsightsRun.from_params(context["params"], run_date(context), today, context["run_id"]).to_dict()
 
+    # the user_ids travel in the run's params, not through XCom
     @task(pool=SOURCE_POOL)
-    def plan(run: dict) -> list[dict]:
+    def plan(run: dict, **context) -> list[dict]:
         from include.jobs import order_insights as job
 
-        return job.plan(job.InsightsRun.from_dict(run))
+        return job.plan(job.InsightsRun.from_dict(run, context["params"].get("user_ids")))
 
     @task(pool=SOURCE_POOL)
     def process(shard: dict, run: dict, **context) -> dict:
         from include.jobs import order_insights as job
 
         job_id = f"{context['run_id']}:{shard['shard']}/{shard['of']}"
-        return job.process_shard(job.InsightsRun.from_dict(run), shard["shard"], shard["of"], job_id)
+        settings = job.InsightsRun.from_dict(run, context["params"].get("user_ids"))
+        return job.process_shard(settings, shard["shard"], shard["of"], job_id)
 
     @task
     def validate(run: dict, stats: list[dict]) -> dict:
@@ -78,14 +84,25 @@ def order_insights():
         return job.validate(job.InsightsRun.from_dict(run), list(stats))
 
     @task
-    def publish(run: dict, summary: dict, **context) -> dict:
+    def publish(shard: dict, run: dict, **context) -> dict:
         from include.jobs import order_insights as job
 
-        return job.publish(job.InsightsRun.from_dict(run), summary, context["dag_run"].start_date)
+        settings = job.InsightsRun.from_dict(run, context["params"].get("user_ids"))
+        return job.publish_shard(settings, shard["shard"], shard["of"])
+
+    @task
+    def finalize(run: dict, summary: dict, published: list[dict], **context) -> dict:
+        from include.jobs import order_insights as job
+
+        settings = job.InsightsRun.from_dict(run, context["params"].get("user_ids"))
+        return job.finalize(settings, summary, list(published), context["dag_run"].start_date)
 
     run = resolve_settings()
-    stats = process.partial(run=run).expand(shard=plan(run))
-    publish(run, validate(run, stats))
+    shards = plan(run)
+    summary = validate(run, process.partial(run=run).expand(shard=shards))
+    published = publish.partial(run=run).expand(shard=shards)
+    summary >> published
+    finalize(run, summary, published)
 
 
 order_insights()

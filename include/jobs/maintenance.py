@@ -1,7 +1,11 @@
 """maintenance: expire what the TTLs and the jobs' own retention miss, every 6 hours.
 
-resolve_settings -> expire_redis_keys, expire_dead_letters, expire_backfill_reports,
-retain_model_versions (independent) -> summarize.
+resolve_settings -> restore_week_keys -> expire_redis_keys, and expire_dead_letters,
+expire_backfill_reports, retain_model_versions (independent) -> summarize.
+
+- `restore_week_keys` (only with the `restore_week` param): rewrites that week's
+  `{week}:{customer_id}` keys from WeeklyRecommendation with their published values and expiry
+  (include/jobs/weekly_recs.py restore_week, the code publish uses; also `python -m scripts.restore`).
 
 - `expire_redis_keys`: one SCAN pass over the cache in chunks (never KEYS); every key is matched
   against the key templates the jobs write (TTL_RULES). Week keys `{week}:{customer_id}` of weeks
@@ -56,7 +60,7 @@ TTL_RULES = (
 # What a template field matches: ids are digits, so `forecast:{product_id}` never takes
 # `forecast:metadata:last_run`; other fields (categories, segments) any text.
 _FIELDS = {"week": r"(?P<week>\d{4}-W\d{2})", "customer_id": r"\d+", "product_id": r"\d+", "user_id": r"\d+"}
-ACTIONS = ("week_keys_deleted", "ttl_set", "orphaned_pointers", "dead_letters_deleted",
+ACTIONS = ("week_keys_restored", "week_keys_deleted", "ttl_set", "orphaned_pointers", "dead_letters_deleted",
            "backfill_reports_deleted", "model_versions_deleted")
 
 
@@ -77,6 +81,7 @@ class MaintenanceRun(RunSettings):
     delete_batch: int
     chunk_size: int
     dry_run: bool
+    restore_week: str | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any], run_at: dt.datetime) -> "MaintenanceRun":
@@ -86,7 +91,8 @@ class MaintenanceRun(RunSettings):
                   backfill_report_days=int_param(params, "backfill_report_retention_days",
                                                  "BACKFILL_REPORT_RETENTION_DAYS"),
                   delete_batch=config.get_int("MAINTENANCE_DELETE_BATCH"),
-                  chunk_size=config.get_int("REDIS_CHUNK_SIZE"), dry_run=bool(params.get("dry_run", False)))
+                  chunk_size=config.get_int("REDIS_CHUNK_SIZE"), dry_run=bool(params.get("dry_run", False)),
+                  restore_week=params.get("restore_week"))
         if run.keep_weeks < 0 or run.dead_letter_days < 1 or run.backfill_report_days < 1:
             raise _fail(f"keep_weeks must be >= 0 and retention days >= 1, got keep_weeks={run.keep_weeks}, "
                         f"dead letters {run.dead_letter_days} days, backfill reports {run.backfill_report_days} "
@@ -273,6 +279,16 @@ def retain_model_versions(run: MaintenanceRun) -> dict[str, Any]:
         log.warning("orphaned pointer: %s (retention skipped for this model)", orphan)
     return {"model_versions_deleted": sum(len(v) for v in removed.values()), "orphaned_pointers": len(orphans),
             "versions_removed": removed, "orphans": orphans}
+
+
+def restore_week_keys(run: MaintenanceRun) -> dict[str, Any]:
+    """The `restore_week` param's keys rewritten from the backup table (nothing on a dry run)."""
+    if run.restore_week is None or run.dry_run:
+        return {"week_keys_restored": 0}
+    from include.jobs.weekly_recs import restore_week
+
+    restored = restore_week(run.restore_week)
+    return {"week_keys_restored": restored["keys_written"], "restored_week": run.restore_week}
 
 
 # ---------------------------------------------------------------------------------------- summary

@@ -1,25 +1,28 @@
 """Order insights: a daily digest (summary + tips) per active user, cached for the API.
 
-plan -> process (one per shard) -> validate -> publish, as in DESIGN.md. `plan` counts the
-active users with at least `min_orders` orders in the last `days` days; each shard loads its
-users' order statistics in one query (plus the small per-category best-seller list), a
-generator from include.models.insights writes the digests, and they go to
-`recommendations:user:{customer_id}` (TTL `cache_ttl`) through pipelined SETs. Users whose
-digest failed are counted and sent to the dead-letter table; the batch goes on. All API keys
-exhausted stops the run at once. `publish` writes `recommendations:metadata:last_run` only after
-validation passed.
+plan -> process (one per shard) -> validate -> publish (one per shard) -> finalize, as in
+DESIGN.md. `plan` counts the active users with at least `min_orders` orders in the last `days`
+days; each shard loads its users' order statistics in one query (plus the small per-category
+best-seller list), a generator from include.models.insights writes the digests and the shard
+stages them (include/jobs/publication.py): no key a reader uses changes before `validate` passed.
+Then each shard's `publish` SETs `recommendations:user:{customer_id}` (TTL `cache_ttl`) and
+`finalize` writes `recommendations:metadata:last_run`. A user whose digest failed, or whose rows
+make the generator raise, is counted and sent to the dead-letter table; the shard goes on. All API
+keys exhausted stops the run at once.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from include.jobs import publication
 from include.jobs.run_params import RunSettings, as_of_date, int_param
 from include.jobs.sharding import failure_gate, shard_plan, total
-from include.runtime import config, dead_letters, metrics, source_quality
+from include.runtime import config, dead_letters, metrics, source_quality, staging
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
 from include.runtime.progress import Progress, log_summary
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 JOB = "order_insights"
 GENERATORS = ("rules", "llm")
 _NO_LIMIT = 2**31 - 1
+MAX_USER_IDS = 10_000
 
 
 def _fail(message: str):
@@ -52,9 +56,12 @@ class InsightsRun(RunSettings):
     dry_run: bool
     max_failure_rate: float
     llm_conn_id: str
+    run_key: str
+    # only these users (a backfill); they stay in the run's params, out of XCom (see to_dict)
+    user_ids: tuple[int, ...] | None = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date) -> "InsightsRun":
+    def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date, run_key: str) -> "InsightsRun":
         """Resolve and check what JSON schema cannot: a real date that is not in the future."""
         as_of = as_of_date(params.get("as_of_date"), run_date, today)
 
@@ -65,13 +72,40 @@ class InsightsRun(RunSettings):
                    cache_ttl=int_param(params, "cache_ttl", "INSIGHTS_TTL"), shard_count=int_param(params, "shard_count", "INSIGHTS_WORKERS"),
                    limit=params.get("limit"), generator=generator, dry_run=bool(params.get("dry_run", False)),
                    max_failure_rate=config.get_float("INSIGHTS_MAX_FAILURE_RATE"),
-                   llm_conn_id=config.get("INSIGHTS_LLM_CONN_ID"))
+                   llm_conn_id=config.get("INSIGHTS_LLM_CONN_ID"), run_key=run_key,
+                   user_ids=user_ids(params.get("user_ids")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings for XCom, without `user_ids` (up to 10,000 ids; each task reads them from
+        the run's params: `from_dict(data, params["user_ids"])`)."""
+        data = super().to_dict()
+        data.pop("user_ids")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], ids: list[int] | None = None) -> "InsightsRun":
+        return super().from_dict({**data, "user_ids": user_ids(ids)})
+
+    def requested(self, shard: int, of: int) -> list[int]:
+        """The run's user_ids in shard `shard` of `of` (customer_id % of == shard)."""
+        return [c for c in self.user_ids or () if c % of == shard]
 
     def query_params(self, shard: int = 0, of: int = 1) -> dict[str, Any]:
         until = dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time())
         return {"since": until - dt.timedelta(days=self.days), "until": until, "as_of": self.as_of,
                 "min_orders": self.min_orders, "limit": self.limit or _NO_LIMIT, "shard": shard, "of": of,
                 **source_quality.rule_params()}
+
+
+def user_ids(raw: list[int] | None) -> tuple[int, ...] | None:
+    """The user_ids param as sorted unique ids; None for all users."""
+    if raw is None:
+        return None
+    ids = tuple(sorted({int(c) for c in raw}))
+    if not ids or ids[0] < 1 or len(ids) > MAX_USER_IDS:
+        raise _fail(f"user_ids must be 1 to {MAX_USER_IDS} customer ids >= 1, got {len(ids)} ids "
+                    f"starting at {ids[0] if ids else None}; leave it empty for every user")
+    return ids
 
 
 def _llm_hook(run: InsightsRun):
@@ -107,8 +141,11 @@ def plan(run: InsightsRun) -> list[dict[str, int]]:
         counts = db.frame("order_insights_users", run.query_params())
     users, orders = int(counts["users"].iloc[0]), int(counts["orders"].iloc[0])
     shards = shard_plan(users, run.shard_count)
-    log.info("as_of %s: %d active users with >= %d orders in the last %d days (%d orders) in %d shards",
-             run.as_of, users, run.min_orders, run.days, orders, len(shards))
+    if run.user_ids is not None:
+        shards = [s for s in shards if run.requested(s["shard"], s["of"])]
+    log.info("as_of %s: %d active users with >= %d orders in the last %d days (%d orders) in %d shards%s",
+             run.as_of, users, run.min_orders, run.days, orders, len(shards),
+             f" holding the {len(run.user_ids)} requested users" if run.user_ids is not None else "")
     return shards
 
 
@@ -121,10 +158,29 @@ def _numeric(frame, columns):
     return frame
 
 
-def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size: int = 500,
-                  only_customers: list[int] | None = None) -> dict[str, Any]:
-    """Write the digests of one shard's users (only `only_customers` when given: a backfill) and
-    their dead letters; small stats back."""
+def _generate(generator, stats, users, fatal) -> tuple[list, list[tuple[int, str, str]]]:
+    """The generator's output frames for `users` and (customer_id, error, stack trace) of each user
+    whose rows make it raise: a chunk that raises is split in halves until the user is alone, so one
+    bad entity never fails its shard. `fatal` errors (all API keys exhausted) end the run instead.
+    A user's own write errors the generator turns into error rows; what raises is the chunk's data,
+    met while profiles are built, before any LLM request, so the halves rarely repeat one."""
+    try:
+        return [generator.generate(stats[stats["customer_id"].isin(users)])], []
+    except fatal:
+        raise
+    except Exception as exc:
+        if len(users) == 1:
+            log.warning("user %s isolated: the generator raised %s: %s", users[0], type(exc).__name__, exc)
+            return [], [(int(users[0]), f"{type(exc).__name__}: {exc}"[:1000], traceback.format_exc())]
+    half = len(users) // 2
+    first, first_failed = _generate(generator, stats, users[:half], fatal)
+    second, second_failed = _generate(generator, stats, users[half:], fatal)
+    return first + second, first_failed + second_failed
+
+
+def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size: int = 500) -> dict[str, Any]:
+    """Stage the digests of one shard's users (only the run's `user_ids` when given) for `publish`
+    and record its dead letters; small stats back. Writes no key a reader uses."""
     import pandas as pd
 
     from include.models.insights import LLMGenerator, RulesGenerator, insight_document
@@ -135,8 +191,8 @@ def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size
         stats = _numeric(db.frame("order_insights_stats", params), ("spend", "items", "category_items", "category_spend"))
         catalog = _numeric(db.frame("order_insights_catalog", params), ("price",))
     bad_rows = source_quality.quarantine(JOB, job_id, shard, params["since"], params["until"], run.dry_run)
-    if only_customers is not None:
-        stats = stats[stats["customer_id"].isin(only_customers)]
+    if run.user_ids is not None:
+        stats = stats[stats["customer_id"].isin(run.requested(shard, of))]
     users = stats["customer_id"].unique() if len(stats) else []
     log.info("shard %d/%d: %d users, %d user-category rows and %d catalogue categories loaded in %.1fs",
              shard + 1, of, len(users), len(stats), len(catalog), time.monotonic() - started)
@@ -156,47 +212,47 @@ def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size
     progress = Progress(f"shard {shard + 1}/{of} users", len(users), every=min(chunk_size, config.get_int("PROGRESS_EVERY")))
     generated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     key = config.get("INSIGHTS_KEY")
-    cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
-    failures, written, succeeded, tips = [], 0, 0, 0
+    documents: list[tuple[str, str]] = []
+    failures: list[tuple[int, str, str | None]] = []  # (customer_id, error, stack trace)
+    tips = 0
     try:
         for begin in range(0, len(users), chunk_size):
-            chunk = stats[stats["customer_id"].isin(users[begin:begin + chunk_size])]
             try:
-                out = generator.generate(chunk)
+                outputs, raised = _generate(generator, stats, users[begin:begin + chunk_size], fatal)
             except fatal as exc:
-                raise _fail(f"order_insights stopped: {exc}. Shard {shard + 1}/{of} had written {written} of "
-                            f"{len(users)} users' digests. Add API keys to connection {run.llm_conn_id!r}, wait "
-                            "for the quota to reset, or run with generator 'rules'.") from exc
-            documents, bad = [], []
-            for row in out.itertuples(index=False):
-                if row.error is None:
-                    try:
-                        documents.append((key.format(customer_id=int(row.customer_id)),
-                                          insight_document(row.summary, row.tips, generated_at, generator.name)))
-                        tips += len(row.tips)
-                        continue
-                    except ValueError as exc:
-                        bad.append((row.customer_id, f"{type(exc).__name__}: {exc}"))
-                else:
-                    bad.append((row.customer_id, row.error))
-            if not run.dry_run and documents:
-                written += cache.set_many(documents, run.cache_ttl)
-            succeeded += len(documents)
+                raise _fail(f"order_insights stopped: {exc}. Shard {shard + 1}/{of} had generated {len(documents)} "
+                            f"of {len(users)} users' digests; nothing was published. Add API keys to connection "
+                            f"{run.llm_conn_id!r}, wait for the quota to reset, or run with generator 'rules'.") from exc
+            done = len(documents)
+            bad = list(raised)
+            for row in (row for out in outputs for row in out.itertuples(index=False)):
+                if row.error is not None:
+                    bad.append((int(row.customer_id), row.error, None))
+                    continue
+                try:
+                    documents.append((key.format(customer_id=int(row.customer_id)),
+                                      insight_document(row.summary, row.tips, generated_at, generator.name)))
+                    tips += len(row.tips)
+                except ValueError as exc:
+                    bad.append((int(row.customer_id), f"{type(exc).__name__}: {exc}", None))
             failures += bad
-            progress.update(succeeded=len(documents), failed=len(bad))
+            progress.update(succeeded=len(documents) - done, failed=len(bad))
     finally:
-        cache.close()
         if hook is not None:
             hook.close()
 
-    if failures and not run.dry_run:
-        letters = pd.DataFrame({"error": [e for _, e in failures],
-                                "input": [{"customer_id": int(c), "as_of": run.as_of.isoformat(), "days": run.days,
-                                           "generator": run.generator, "shard": shard, "of": of} for c, _ in failures]})
+    if not run.dry_run:
+        publication.stage_documents(JOB, run.run_key, shard, of, documents)
+        # recorded even when empty: a retried shard replaces the letters of its earlier try
+        letters = pd.DataFrame({"error": [e for _, e, _ in failures], "stack_trace": [t for _, _, t in failures],
+                                "input": [{"customer_id": c, "as_of": run.as_of.isoformat(), "days": run.days,
+                                           "generator": run.generator, "shard": shard, "of": of}
+                                          for c, _, _ in failures]})
         with Database(RESULTS_CONN_ID) as results:
             dead_letters.record(results, JOB, job_id, letters)
-    result = {"shard": shard, "of": of, "users": int(len(users)), "successful": succeeded, "failed": len(failures),
-              "keys_written": written, "tips": tips, **bad_rows, "seconds": round(time.monotonic() - started, 3)}
+    result = {"shard": shard, "of": of, "users": int(len(users)), "successful": len(documents),
+              "failed": len(failures), "staged": 0 if run.dry_run else len(documents), "tips": tips, **bad_rows,
+              "seconds": round(time.monotonic() - started, 3)}
     if client is not None:
         result.update({"llm_requests": client.requests, "llm_rate_limits": client.pool.rate_limits,
                        "llm_keys_exhausted": len(client.pool.exhausted)})
@@ -205,38 +261,57 @@ def process_shard(run: InsightsRun, shard: int, of: int, job_id: str, chunk_size
 
 
 def validate(run: InsightsRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum the shards; fail the run (no metadata published) above the failure-rate limit."""
+    """Sum the shards; fail the run (nothing published) above the failure-rate limit."""
     summary = total(stats)
     rate, passed = failure_gate(JOB, summary, "users", run.max_failure_rate)
     log_summary("order insights validation", summary)
     if not passed:
         raise _fail(f"{summary['failed']} of {summary['users']} users got no digest ({rate:.1%} > "
-                    f"{run.max_failure_rate:.0%}); the previous run metadata stays in place. See the dead_letter "
-                    f"table (job_name {JOB!r}) for the errors.")
+                    f"{run.max_failure_rate:.0%}); nothing was published, every digest and the run metadata stay "
+                    f"as they were. See the dead_letter table (job_name {JOB!r}) for the errors.")
     return summary
 
 
-def publish(run: InsightsRun, summary: dict[str, Any], started_at: dt.datetime | None) -> dict[str, Any]:
-    """Write recommendations:metadata:last_run and the run's metrics."""
+def publish_shard(run: InsightsRun, shard: int, of: int) -> dict[str, Any]:
+    """SET the shard's staged digests (only after validation passed); a run for `user_ids` also
+    unlinks the keys of its requested users that got no digest. Nothing on a dry run."""
+    if run.dry_run:
+        return {"shard": shard, "of": of, "keys_written": 0, "keys_removed": 0}
+    key = config.get("INSIGHTS_KEY")
+    return publication.publish_documents(JOB, run.run_key, shard, of, run.cache_ttl,
+                                         requested_keys=[key.format(customer_id=c) for c in run.requested(shard, of)])
+
+
+def finalize(run: InsightsRun, summary: dict[str, Any], published: list[dict[str, Any]],
+             started_at: dt.datetime | None) -> dict[str, Any]:
+    """Write recommendations:metadata:last_run (a full run, never back to an older as_of) and the
+    run's metrics; discard the staged digests."""
     now = dt.datetime.now(dt.timezone.utc)
     elapsed = (now - started_at).total_seconds() if started_at else summary.get("seconds", 0.0)
     users = summary.get("users", 0)
+    written = total(published)
     metadata = {"last_run": now.isoformat(timespec="seconds"), "as_of_date": run.as_of.isoformat(),
                 "generator": run.generator, "days": run.days, "min_orders": run.min_orders,
                 "total_users": users, "successful": summary.get("successful", 0),
-                "failed": summary.get("failed", 0), "keys_written": summary.get("keys_written", 0),
+                "failed": summary.get("failed", 0), "keys_written": written.get("keys_written", 0),
+                "keys_removed": written.get("keys_removed", 0),
                 "avg_tips": round(summary.get("tips", 0) / summary["successful"], 2) if summary.get("successful") else 0,
                 "elapsed_seconds": round(elapsed, 1), "bad_source_rows": source_quality.run_counts(summary),
                 "dry_run": run.dry_run}
     for name in ("llm_requests", "llm_rate_limits"):
         if name in summary:
             metadata[name] = summary[name]
-    if not run.dry_run:
+    if not run.dry_run and run.user_ids is None:
+        key = config.get("INSIGHTS_METADATA_KEY")
         cache = RedisCache()
         try:
-            cache.set_json(config.get("INSIGHTS_METADATA_KEY"), metadata, ttl=run.cache_ttl)
+            if publication.not_older(cache, key, "as_of_date", run.as_of.isoformat()):
+                cache.set_json(key, metadata, ttl=run.cache_ttl)
+            else:
+                log.info("%s holds a later as_of_date than %s: left as it is", key, run.as_of)
         finally:
             cache.close()
+    staging.discard(JOB, run.run_key)
     metrics.quality(JOB, "coverage", summary.get("successful", 0) / users if users else 1.0)
     metrics.job_run(JOB, "success", elapsed, users)
     log_summary("order insights published" if not run.dry_run else "order insights dry run (nothing written)", metadata)

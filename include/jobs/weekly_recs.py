@@ -174,6 +174,9 @@ def recommendation_documents(rows) -> list[tuple[int, str]]:
     import numpy as np
     import pandas as pd
 
+    if rows.empty:
+        return []
+
     def optional(values, digits):
         return [None if v != v else round(v, digits) for v in values.astype(float).tolist()]
 
@@ -373,13 +376,20 @@ def write_keys(cache: RedisCache, rows, expires_at: int | None = None) -> tuple[
         expiry = [expires_at] * len(documents)
     else:
         first = rows.drop_duplicates("CustomerID")
-        expiry = (pd.to_datetime(first["ExpiresAt"]).astype("int64") // 10**9).tolist()
+        expiry = _unix_seconds(first["ExpiresAt"]).tolist()
     week = rows["Week"].iloc[0] if len(rows) else ""
     written = 0
     for at in sorted(set(expiry)):  # one pipeline stream per expiry (one for a publish)
         written += cache.set_many(((key.format(week=week, customer_id=c), d)
                                    for (c, d), e in zip(documents, expiry) if e == at), None, expire_at=at)
     return written, {c for c, _ in documents}
+
+
+def _unix_seconds(times):
+    """Naive UTC timestamps as unix seconds, whatever unit the driver returned."""
+    import pandas as pd
+
+    return pd.to_datetime(times).dt.as_unit("s").astype("int64")
 
 
 def restore_week(week: str, parts: int = 16) -> dict[str, Any]:
@@ -399,7 +409,7 @@ def restore_week(week: str, parts: int = 16) -> dict[str, Any]:
                 rows = results.bulk_frame("weekly_recommendation_rows", {"week": week, "shard": shard, "of": parts})
                 totals["rows"] += len(rows)
                 expiry = pd.to_datetime(rows["ExpiresAt"])
-                live = expiry.notna() & (expiry.astype("int64") // 10**9 > now)
+                live = expiry.notna() & (_unix_seconds(expiry.fillna(pd.Timestamp(0))) > now)
                 totals["expired_customers"] += rows.loc[~live, "CustomerID"].nunique()
                 written, _ = write_keys(cache, rows[live].reset_index(drop=True))
                 totals["keys_written"] += written

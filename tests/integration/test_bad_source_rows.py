@@ -46,24 +46,33 @@ def _run_recs(run_key: str) -> tuple[dict, list[dict]]:
     today = dt.date.today()
     run = weekly_recs.RecsRun.from_params({"as_of_date": AS_OF, "shard_count": 3}, None, today, run_key)
     model_dir = weekly_recs.prepare(run)["model_dir"]
-    stats = [weekly_recs.process_shard(run, d, model_dir) for d in weekly_recs.plan(run)]
+    shards = weekly_recs.plan(run)
+    stats = [weekly_recs.process_shard(run, d, model_dir) for d in shards]
     summary = weekly_recs.validate(run, stats)
-    return weekly_recs.publish(run, summary, {}, None), stats
+    for descriptor in shards:
+        weekly_recs.publish_shard(run, descriptor)
+    return weekly_recs.finalize(run, summary, {}, None), stats
 
 
 def _run_forecast(run_id: str) -> tuple[dict, list[dict]]:
-    run = forecast_worker.ForecastRun.from_params({"as_of_date": AS_OF, "shard_count": 3}, None, dt.date.today())
-    stats = [forecast_worker.process_shard(run, d, f"{run_id}:{d['shard']}/{d['of']}")
-             for d in forecast_worker.plan(run)]
-    return forecast_worker.publish(run, forecast_worker.validate(run, stats), None), stats
+    run = forecast_worker.ForecastRun.from_params({"as_of_date": AS_OF, "shard_count": 3}, None, dt.date.today(),
+                                                  run_id)
+    shards = forecast_worker.plan(run)
+    model_dir = forecast_worker.prepare(run, shards)["model_dir"]
+    stats = [forecast_worker.process_shard(run, d, f"{run_id}:{d['shard']}/{d['of']}", model_dir) for d in shards]
+    summary = forecast_worker.validate(run, stats)
+    published = [forecast_worker.publish(run, d) for d in shards]
+    return forecast_worker.finalize(run, summary, published, None), stats
 
 
 def _run_insights(run_id: str) -> tuple[dict, list[dict]]:
     run = order_insights.InsightsRun.from_params({"as_of_date": AS_OF, "shard_count": 2, "days": 60, "min_orders": 2},
-                                                 None, dt.date.today())
-    stats = [order_insights.process_shard(run, d["shard"], d["of"], f"{run_id}:{d['shard']}/{d['of']}")
-             for d in order_insights.plan(run)]
-    return order_insights.publish(run, order_insights.validate(run, stats), None), stats
+                                                 None, dt.date.today(), run_id)
+    shards = order_insights.plan(run)
+    stats = [order_insights.process_shard(run, d["shard"], d["of"], f"{run_id}:{d['shard']}/{d['of']}") for d in shards]
+    summary = order_insights.validate(run, stats)
+    published = [order_insights.publish_shard(run, d["shard"], d["of"]) for d in shards]
+    return order_insights.finalize(run, summary, published, None), stats
 
 
 def _outputs(redis_client, database) -> tuple[dict, dict, dict, list]:

@@ -121,7 +121,7 @@ def test_dry_run_changes_nothing_and_counts_what_would_go(dag_runner, redis_clie
     assert _job_state() == state  # a dry run leaves the job state alone
     output = out.stdout + out.stderr
     assert {a: _summary_value(output, a) for a in job.ACTIONS} == {
-        "week_keys_deleted": 6, "ttl_set": 9, "orphaned_pointers": 0, "dead_letters_deleted": 2,
+        "week_keys_restored": 0, "week_keys_deleted": 6, "ttl_set": 9, "orphaned_pointers": 0, "dead_letters_deleted": 2,
         "backfill_reports_deleted": 2, "model_versions_deleted": 3}
 
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pandas as pd
 import pytest
 
 from include.datasets.source_tables import load_source
 from include.datasets.synthetic import generate
+from include.runtime import artifacts
 from tests.integration._llm_server import ChatServer, digest
 
 AS_OF = "2024-05-31"
@@ -63,6 +65,18 @@ def _keys(redis_client) -> dict[int, dict]:
             for k in redis_client.scan_iter("recommendations:user:*")}
 
 
+def _tasks_done(out) -> list[str]:
+    """The tasks `airflow dags test` ran to the end, in order (a mapped task once)."""
+    done = re.findall(r"\[DAG TEST\] end task task_id=(\w+)", out.stdout + out.stderr)
+    return [t for i, t in enumerate(done) if i == 0 or done[i - 1] != t]
+
+
+def _staged_runs() -> list:
+    """Runs of this job whose staged digests are still on disk."""
+    root = artifacts.root() / "order_insights"
+    return list(root.glob("*/staged")) if root.exists() else []
+
+
 def _dead_letters(database) -> dict[int, str]:
     """This job's dead letters: customer_id -> error."""
     with database.conn.cursor() as cur:
@@ -75,6 +89,9 @@ def _dead_letters(database) -> dict[int, str]:
 def test_rules_digest_for_every_eligible_user(dag_runner, redis_client, eligible):
     out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "shard_count": 3})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    # every shard staged before validation, every shard published after it, metadata last
+    assert _tasks_done(out) == ["resolve_settings", "plan", "process", "validate", "publish", "finalize"]
+    assert _staged_runs() == []
 
     docs = _keys(redis_client)
     assert set(docs) == set(eligible)
@@ -91,13 +108,15 @@ def test_rules_digest_for_every_eligible_user(dag_runner, redis_client, eligible
     meta = json.loads(redis_client.get(META))
     assert meta["as_of_date"] == AS_OF and meta["generator"] == "rules" and meta["dry_run"] is False
     assert meta["total_users"] == meta["successful"] == meta["keys_written"] == len(eligible)
-    assert meta["failed"] == 0 and meta["min_orders"] == MIN_ORDERS and meta["days"] == 30
+    assert meta["failed"] == meta["keys_removed"] == 0 and meta["min_orders"] == MIN_ORDERS and meta["days"] == 30
     assert 0 < redis_client.ttl(META) <= 86400
 
 
 def test_dry_run_writes_nothing(dag_runner, redis_client, eligible):
-    out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "dry_run": True})
+    out = dag_runner("order_insights", {"as_of_date": AS_OF, "min_orders": MIN_ORDERS, "dry_run": True,
+                                        "user_ids": sorted(eligible)[:2]})
     assert out.returncode == 0, out.stderr[-3000:]
+    assert _tasks_done(out)[-2:] == ["publish", "finalize"]
     assert _written(redis_client) == []
 
 
@@ -190,6 +209,7 @@ def test_all_keys_exhausted_stops_the_run_at_once(dag_runner, redis_client, elig
     assert len(server.requests) == 4  # k1 three 429s, k2 one 402: no retry of the failed task
     assert json.loads(redis_client.get(META)) == {"as_of_date": "previous"}
     assert _written(redis_client) == [META.encode()]
+    assert "publish" not in _tasks_done(out)
 
 
 def test_llm_without_connection_fails_in_plan(dag_runner, redis_client, eligible):
@@ -206,7 +226,10 @@ def test_llm_without_connection_fails_in_plan(dag_runner, redis_client, eligible
     ({"min_orders": 0}, "Invalid input for param min_orders"),
     ({"generator": "gpt"}, "Invalid input for param generator"),
     ({"shard_count": 5000}, "Invalid input for param shard_count"),
-], ids=["future", "not-a-date", "zero-orders", "unknown-generator", "too-many-shards"])
+    ({"user_ids": [3, 0]}, "Invalid input for param user_ids"),
+    ({"user_ids": list(range(1, 10_002))}, "Invalid input for param user_ids"),
+], ids=["future", "not-a-date", "zero-orders", "unknown-generator", "too-many-shards", "user-id-zero",
+        "too-many-user-ids"])
 def test_bad_params_are_rejected_before_any_work(dag_runner, redis_client, eligible, conf, message):
     out = dag_runner("order_insights", {"as_of_date": AS_OF, **conf})
     assert out.returncode != 0

@@ -3,9 +3,11 @@
     python -m bench.forecast --products 10000 [--customers 25000] [--baseline-products 500]
 
 Same synthetic data (3+ years of orders), same PostgreSQL and Redis, one run:
-- engine: the forecast engine alone on every product's weekly panel (already in memory);
-- end_to_end: plan and every shard of the job (one query per shard, vectorised forecast,
-  pipelined SETs), shards run one after another in this process;
+- engine: the forecast engine alone (fit the pooled state, forecast) on every product's weekly
+  panel, already in memory;
+- end_to_end: the job's steps as the DAG runs them: plan, prepare (the pooled state over every
+  product), every shard's process (one query, vectorised forecast, staged documents), validate,
+  every shard's publish (pipelined SETs) and finalize; shards one after another in this process;
 - seed_baseline: the seed's design, a multiprocessing pool of 10, one query, one statsmodels
   fit and one SET per product, on a sample of products (it is too slow to run on all).
 """
@@ -79,20 +81,21 @@ def main() -> None:
 
     services = bench_services("nightshift_bench_forecast")
     from include.jobs import forecast_worker as job
-    from include.models.forecast import ForecastEngine, panel_from_weekly
+    from include.models.forecast import ForecastEngine
     from include.runtime.database import Database
 
     order_lines = load_synthetic_orders(customers=customers, products=int(args.products * 1.1), start="2021-10-04",
                                         end="2024-12-30", seed=5)
 
     run = job.ForecastRun.from_params({"as_of_date": AS_OF.isoformat(), "shard_count": args.shards}, AS_OF,
-                                      dt.date.today())
+                                      dt.date.today(), "bench")
     # end to end: the job's own functions, as the DAG calls them
     started = time.monotonic()
     shards = job.plan(run)
-    stats = [job.process_shard(run, s, f"bench:{s['shard']}") for s in shards]
+    model_dir = job.prepare(run, shards)["model_dir"]
+    stats = [job.process_shard(run, s, f"bench:{s['shard']}", model_dir) for s in shards]
     summary = job.validate(run, stats)
-    job.publish(run, summary, None)
+    job.finalize(run, summary, [job.publish(run, s) for s in shards], None)
     e2e_seconds = time.monotonic() - started
     products = summary["products"]
     say(f"end to end: {products:,} products in {e2e_seconds:.1f}s ({products / e2e_seconds:.0f}/s)")
@@ -101,9 +104,9 @@ def main() -> None:
     with Database("source_db") as db:
         weekly = db.frame("forecast_weekly_history", run.query_params({"shard": 0, "of": 1, "cutoff_orders": 0,
                                                                         "cutoff_product": 0}))
-    categories = weekly.groupby("product_id")["category"].first()
+    panel = job.history_panel(weekly, run)
     started = time.monotonic()
-    result = ForecastEngine(horizon=12).forecast(panel_from_weekly(weekly, AS_OF, start=run.start, categories=categories))
+    result = ForecastEngine(horizon=12).fit(panel).forecast(panel)
     engine_seconds = time.monotonic() - started
     say(f"engine alone: {len(result.products):,} products in {engine_seconds:.1f}s; "
         f"models {result.products['model_type'].value_counts().to_dict()}")

@@ -1,24 +1,26 @@
 """
 ### backfill
-Re-run one job for a range of past dates, for every entity or only some. Triggered by hand (or by
-the dead-letter re-drive); no schedule.
+Re-run one job for a range of past dates, for every entity or only some, through the job's own
+DAG. Triggered by hand (or by the dead-letter re-drive); no schedule.
 
 Conf: `job`, `start_date`, `end_date` (YYYY-MM-DD, at most BACKFILL_MAX_DAYS = 92 days, not in the
 future), `product_ids` (forecast_worker) or `user_ids` (weekly_recs, order_insights, user_affinity)
 to recompute only those entities (ids that exist in Product / Client), `features` (user_affinity:
 `affinity` and/or `profiles`), `dry_run`. `check_conf` rejects a bad conf with one message before
-any write; `dates` lists the as_of dates (weekly_recs: one per ISO week); each mapped `backfill`
-runs the job's own steps for one as_of, deletes the keys it rewrites for the given entities first,
-re-runs failed entities one by one and returns a report row; `report` writes one backfill_report
-row per date and returns the totals; `check_outcome` fails the run when a date failed or was
-partial. A backfill never moves recs:current_week, the run metadata keys or the user_affinity
-watermark back to an older date. Details: include/jobs/backfill.py.
+anything runs; `job_runs` lists the dates (weekly_recs: one per ISO week); each mapped `run_job`
+triggers the job's DAG with that date's conf (run id `backfill__<this run>__<as_of>`) and waits
+for it, one date at a time, oldest first, so the job's per-shard retries, validation and staged
+publication apply unchanged and a live key is only replaced by a validated value. `report` writes
+one backfill_report row per date from each job run's state and summary; `check_outcome` fails
+the run when a date failed. The jobs never move recs:current_week, the run metadata keys or the
+user_affinity watermark back to an older date. Details: include/jobs/backfill.py.
 """
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
+from nightshift_operators import BackfillJobRunOperator
 
-from include.jobs.backfill import FEATURES, JOBS, MAX_IDS
+from include.jobs.backfill import BACKFILL_POKE_SECONDS, FEATURES, JOBS, MAX_IDS
 from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE
 from include.runtime.config import SOURCE_POOL
 
@@ -62,25 +64,29 @@ def backfill():
         return check_conf(context["params"], today, context["run_id"]).to_dict()
 
     @task
-    def dates(run: dict) -> list[dict]:
+    def job_runs(run: dict, **context) -> list[dict]:
         from include.jobs import backfill as job
 
-        return job.dates(job.BackfillRun.from_dict(run))
+        return job.job_runs(job.BackfillRun.from_dict(run), context["run_id"])
 
-    @task(pool=SOURCE_POOL, max_active_tis_per_dagrun=1)
-    def backfill_date(item: dict, run: dict, **context) -> dict:
+    @task(trigger_rule="all_done")
+    def report(run: dict, items: list[dict], **context) -> dict:
         from include.jobs import backfill as job
 
-        ti = context["ti"]
-        return job.backfill_date(job.BackfillRun.from_dict(run), item, context["run_id"],
-                                 final_try=ti.try_number > ti.max_tries)
+        settings, ti = job.BackfillRun.from_dict(run), context["ti"]
 
-    @task
-    def report(run: dict, rows: list[dict], **context) -> dict:
-        from include.jobs import backfill as job
+        def state_of(run_id: str) -> str | None:
+            try:
+                state = ti.get_dagrun_state(settings.job, run_id)
+            except Exception:  # noqa: BLE001 - no such run: the date was never triggered
+                return None
+            return str(getattr(state, "value", state))
 
-        return job.report(job.BackfillRun.from_dict(run), list(rows), context["run_id"],
-                          context["dag_run"].start_date)
+        def summary_of(task_id: str, run_id: str) -> dict | None:
+            return ti.xcom_pull(task_ids=task_id, dag_id=settings.job, run_id=run_id)
+
+        rows = job.collect(settings, list(items), state_of, summary_of)
+        return job.report(settings, rows, context["run_id"], context["dag_run"].start_date)
 
     @task
     def check_outcome(summary: dict) -> None:
@@ -89,8 +95,13 @@ def backfill():
         job.check_outcome(summary)
 
     run = check_conf()
-    rows = backfill_date.partial(run=run).expand(item=dates(run))
-    check_outcome(report(run, rows))
+    items = job_runs(run)
+    # one date at a time, oldest first; the job's own tasks take the pool slots, not this wait
+    waits = BackfillJobRunOperator.partial(task_id="run_job", run=run, retries=0, max_active_tis_per_dagrun=1,
+                                           poke_interval=BACKFILL_POKE_SECONDS).expand(item=items)
+    summary = report(run, items)
+    waits >> summary
+    check_outcome(summary)
 
 
 backfill()

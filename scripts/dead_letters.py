@@ -8,8 +8,10 @@ job and as_of (from the letter's input JSON: product_id for forecast_worker, cus
 order_insights) and sends each group through the `backfill` DAG with the conf
 {"job", "start_date": as_of, "end_date": as_of, "product_ids" | "user_ids": [...], "dry_run": false}:
 by default triggered (`airflow dags trigger`, run id `redrive__<job>__<as_of>__<time>__<n>`; the
-scheduler runs it), with --now (or --wait) run in this process with `airflow dags test` and its
-outcome awaited. A group's letters are marked (redriven_at, redrive_run_id) once its run was
+scheduler runs it, and it runs the job's own DAG for those ids). With --now (or --wait) the job's
+DAG itself runs in this process with `airflow dags test` and the conf the backfill would give it
+({"as_of_date", "product_ids" | "user_ids"}, weekly_recs also its "week"), and its outcome is
+awaited. A group's letters are marked (redriven_at, redrive_run_id) once its run was
 triggered or, with --now, succeeded, so no letter is re-driven twice; a failed run marks nothing.
 (With --now the mark holds the `dags test` run's own id, manual__<time>, read from its log, or the
 redrive label when the log does not show it.)
@@ -86,9 +88,16 @@ def mark_redriven(db: Database, letter_ids: list[int], run_id: str, at: dt.datet
 
 
 def _run_backfill(conf: dict[str, Any], run_id: str, now: bool) -> subprocess.CompletedProcess:
-    """Trigger the backfill DAG with `conf` (run id `run_id`), or with `now` run it here with `dags test`."""
+    """Trigger the backfill DAG with `conf` (run id `run_id`), or with `now` run the job's own DAG here
+    with `dags test` and the conf the backfill would trigger it with."""
     if now:
-        command = ["dags", "test", BACKFILL_DAG, "--conf", json.dumps(conf)]
+        from include.jobs import backfill
+
+        run = backfill.BackfillRun(job=conf["job"], start=dt.date.fromisoformat(conf["start_date"]),
+                                   end=dt.date.fromisoformat(conf["end_date"]), product_ids=conf.get("product_ids"),
+                                   user_ids=conf.get("user_ids"), features=None, dry_run=False, run_key=run_id)
+        (item,) = backfill.dates(run)
+        command = ["dags", "test", run.job, "--conf", json.dumps(backfill.job_conf(run, item))]
     else:
         command = ["dags", "trigger", BACKFILL_DAG, "--run-id", run_id, "--conf", json.dumps(conf)]
     return subprocess.run([sys.executable, "-m", "airflow", *command], capture_output=True, text=True)

@@ -1,49 +1,38 @@
-"""Backfill: a job's own steps again for each as_of in a date range, for every or some entities.
+"""Backfill: a job's own DAG again for each as_of in a date range, for every or some entities.
 
-check_conf -> dates -> backfill_date (one mapped task per as_of) -> report -> check_outcome.
+check_conf -> job_runs -> run_job (one triggered run of the job's DAG per as_of, waited for)
+-> report -> check_outcome.
 
 `check_conf` says what the Params schema cannot (start <= end, end not in the future, a span of
 at most BACKFILL_MAX_DAYS, ids of the kind the job takes, ids that exist in Product / Client)
-before any write. Each date runs the job module's functions in the order of its DAG, with the
-job's own settings object for that as_of, so a backfill computes exactly what the job would
-have. Dates: every day of the range; weekly_recs one as_of per ISO week (the week's last day in
-the range); faiss_rebuild has no as_of (the catalogue has no history): one rebuild.
+before anything runs. Then every date is a run of the job's own DAG, triggered with conf
+(TriggerDagRunOperator, run id `backfill__<backfill run>__<as_of>`) and waited for, one at a
+time, oldest first: the job's params, per-shard retries, validation, staged publication and
+dead letters apply to a backfill unchanged, and a backfill of the live week replaces each key
+only after its run validated. Dates: every day of the range; weekly_recs one as_of per ISO week
+(the week's last day in the range); faiss_rebuild has no as_of (the catalogue has no history):
+one rebuild.
 
-Entities: product_ids filter forecast_worker, user_ids weekly_recs, order_insights and
-user_affinity (the rows of the shard query are filtered in pandas, so no array SQL). Before a
-date runs for given entities, the keys it would rewrite are deleted, so no stale value survives
-an entity that now yields nothing:
-  forecast_worker  FORECAST_KEY `forecast:{product_id}` of the given products
-  weekly_recs      RECS_KEY `{week}:{customer_id}` of the given customers (without ids: every
-                   `{week}:*` key of that week), and only their WeeklyRecommendation rows
-  order_insights   INSIGHTS_KEY `recommendations:user:{customer_id}` of the given users
-  user_affinity    `affinity:user:{id}`: publish replaces each recomputed user's hash (deleted
-                   when the user has no affinity left), so nothing to delete first
-Entities a date sent to the dead-letter table (forecast_worker, order_insights) are re-run once
-each, alone (at most BACKFILL_MAX_ENTITY_RETRIES per date), and counted as recovered or failed.
+The conf each job gets (job_conf): forecast_worker {as_of_date, product_ids}; weekly_recs
+{as_of_date, week, user_ids}; order_insights {as_of_date, user_ids}; user_affinity {as_of (end of
+the day), user_ids, features}; popularity and popular_segments {as_of}; cf_training {as_of_date,
+shadow: true} (trains and shadow-evaluates, never promotes); faiss_rebuild {}. The jobs
+themselves keep pointers from moving back: recs:current_week and the run metadata keys move only
+for a run of every entity not older than what they describe, user_affinity's watermark likewise;
+a run for some ids replaces only those ids' keys (and removes the keys of ids that now get
+nothing).
 
-Pointers never move back: recs:current_week / recs:metadata:last_run, forecast:metadata:last_run,
-recommendations:metadata:last_run are written (the job's publish) only by a whole run (no ids)
-of a date not older than the one they describe; user_affinity's watermark moves only on such a
-run too (publish(move_watermark=False)). popularity, popular_segments and user_affinity keep only
-the current state (scores, sorted sets, affinity rows): a backfill replays the dates in order, so
-the end_date's values stay live until the next scheduled run. cf_training trains and shadow-
-evaluates a candidate version per date but never promotes it (run cf_training to promote).
-
-`features` picks sub-steps of a feature job: user_affinity "affinity" (user_category_affinity and
-the hashes) and/or "profiles" (user_profiles). dry_run writes no key, row or report row: the
-sharded jobs (forecast_worker, weekly_recs, order_insights) compute everything and count it;
-the others only resolve their settings and check their inputs. Every date gives one report row
-(succeeded, failed, skipped: products or customers for the sharded jobs, users with / without an
-affinity hash for user_affinity, the run itself for the others); a date that fails does not stop
-the others, and a run with a failed or partial date fails at the end, after the report.
+`report` reads each triggered run's state and its summary (the job's `validate` XCom) and writes
+one backfill_report row per date (succeeded / failed / skipped entities, the run id, the error);
+a failed date does not stop the others, and `check_outcome` fails the backfill after the report
+when any date failed. `dry_run` triggers nothing: the report lists the run each date would get.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
-import time
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -60,8 +49,8 @@ ENTITY_IDS = {"forecast_worker": "product_ids", "weekly_recs": "user_ids", "orde
               "user_affinity": "user_ids"}
 FEATURES = {"user_affinity": ("affinity", "profiles")}  # include/jobs/user_affinity.py FEATURES
 MAX_IDS = 10_000
+BACKFILL_POKE_SECONDS = 5  # how often run_job looks at its job run's state
 _ID_SOURCE = {"product_ids": ("product_ids_between", "Product"), "user_ids": ("client_ids_between", "Client")}
-_DETAIL_IDS = 50  # ids listed per outcome in a report row's detail
 
 
 def _fail(message: str):
@@ -180,178 +169,12 @@ def dates(run: BackfillRun) -> list[dict[str, str]]:
     return [{"as_of": d.isoformat()} for d in days]
 
 
-# ---- Redis helpers ---------------------------------------------------------------------------
-
-def _cache():
-    from include.runtime.redis_cache import RedisCache
-
-    return RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
-
-
-def _invalidate(keys: list[str] | None = None, pattern: str | None = None) -> int:
-    """Delete `keys` or the keys matching `pattern` (the values the date will rewrite for its
-    entities); how many existed."""
-    cache = _cache()
-    try:
-        return cache.delete_many(keys if pattern is None else cache.matching(pattern))
-    finally:
-        cache.close()
-
-
-def _existing(keys: list[str]) -> list[bool]:
-    cache = _cache()
-    try:
-        return cache.exist(keys)
-    finally:
-        cache.close()
-
-
-def _dead_letter_ids(job_id: str, field: str) -> list[int]:
-    """The entities the date's shards (job ids `job_id:...`) sent to the dead-letter table."""
-    from include.runtime.database import Database
-
-    from include.runtime.source_quality import JOB_ID_SUFFIX
-
-    with Database(RESULTS_CONN_ID) as db:
-        rows = db.frame("dead_letters_of_run", {"prefix": f"{job_id}:%"})
-    # quarantined source rows are bad data of the shard, not failed entities: not retried
-    return sorted({int(json.loads(raw)[field]) for name, raw in zip(rows["job_id"], rows["input"])
-                   if not name.endswith(JOB_ID_SUFFIX)})
-
-
-# ---- one date of each job --------------------------------------------------------------------
-
-def _shards_of(descriptors: list[dict[str, int]], ids: list[int] | None) -> list[dict[str, int]]:
-    """The shards holding any of `ids` (an entity is in shard id % of)."""
-    if ids is None:
-        return descriptors
-    return [d for d in descriptors if any(i % d["of"] == d["shard"] for i in ids)]
-
-
-def _outcome(run: BackfillRun, processed: int, succeeded: int, failed: list[int] | int, skipped: int,
-             key_of: Callable[[int], str] | None = None, **detail) -> dict[str, Any]:
-    """Counts for an entity job's date: with ids, the ids not processed are skipped and (after a
-    real run) listed by whether their key was written."""
-    failed_ids = failed if isinstance(failed, list) else []
-    failed_count = len(failed) if isinstance(failed, list) else failed
-    result = {"succeeded": succeeded, "failed": failed_count, "skipped": skipped, **detail}
-    if run.ids is not None:
-        result["skipped"] = skipped + len(run.ids) - processed
-        if key_of is not None and not run.dry_run:
-            written = _existing([key_of(i) for i in run.ids])
-            result["skipped_ids"] = [i for i, w in zip(run.ids, written) if not w and i not in failed_ids][:_DETAIL_IDS]
-    if failed_ids:
-        result["failed_ids"] = failed_ids[:_DETAIL_IDS]
-    return result
-
-
-def _retry_each(failed: list[int], rerun: Callable[[int], dict[str, Any]]) -> tuple[list[int], list[int]]:
-    """Re-run each failed entity alone, once; (recovered, still failed)."""
-    limit = config.get_int("BACKFILL_MAX_ENTITY_RETRIES")
-    recovered, still = [], list(failed[limit:])
-    for entity in failed[:limit]:
-        (still if rerun(entity).get("failed") else recovered).append(entity)
-    if failed:
-        over = f" ({len(failed) - limit} over the retry limit)" if len(failed) > limit else ""
-        log.info("retried %d failed entities one by one: %d recovered, %d still failed%s",
-                 min(len(failed), limit), len(recovered), len(still), over)
-    return recovered, still
-
-
-def _gate(run: BackfillRun, processed: int,
-          validate: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
-    """The job's validate: (summary, None) or (None, its message). Given ids of which none was
-    eligible at that date are skipped entities, not a coverage failure: nothing to validate."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    if run.ids is not None and not processed:
-        return None, None
-    try:
-        return validate(), None
-    except AirflowFailException as exc:
-        return None, str(exc)
-
-
-def _not_older(key: str, field: str, value: str) -> bool:
-    """Whether `value` is at least what the metadata/pointer key holds (missing: yes)."""
-    cache = _cache()
-    try:
-        current = cache.get(key) if field == "" else (cache.get_json(key) or {}).get(field)
-    finally:
-        cache.close()
-    return current is None or str(current) <= value
-
-
-def _forecast(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt.date) -> dict[str, Any]:
-    from include.jobs import forecast_worker as job
-
-    settings = job.ForecastRun.from_params({"as_of_date": as_of.isoformat(), "dry_run": run.dry_run}, as_of, today)
-    key = config.get("FORECAST_KEY")
-    key_of = lambda p: key.format(product_id=p)  # noqa: E731
-    invalidated = _invalidate([key_of(p) for p in run.ids]) if run.ids and not run.dry_run else 0
-    shards = _shards_of(job.plan(settings), run.ids)
-    stats = [job.process_shard(settings, d, f"{job_id}:{d['shard']}/{d['of']}", only_products=run.ids) for d in shards]
-    failed = _dead_letter_ids(job_id, "product_id") if not run.dry_run else []
-    of = shards[0]["of"] if shards else 1
-    recovered, failed = _retry_each(failed, lambda p: job.process_shard(
-        settings, {"shard": p % of, "of": of, "cutoff_orders": 0, "cutoff_product": 0}, f"{job_id}:retry:{p}",
-        only_products=[p]))
-    sums = {k: sum(s.get(k, 0) for s in stats) for k in ("products", "successful", "failed", "no_forecast")}
-    summary, problem = _gate(run, sums["products"], lambda: job.validate(
-        settings, stats + [{"successful": len(recovered), "failed": -len(recovered)}]))
-    if summary is not None and run.whole and _not_older(config.get("FORECAST_METADATA_KEY"), "as_of_date",
-                                                         as_of.isoformat()):
-        job.publish(settings, summary, None)
-    return _outcome(run, sums["products"], sums["successful"] + len(recovered),
-                    failed if not run.dry_run else sums["failed"], sums["no_forecast"], key_of,
-                    recovered=len(recovered), keys_invalidated=invalidated, validation=problem)
-
-
-def _weekly(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt.date) -> dict[str, Any]:
-    from include.jobs import weekly_recs as job
-
-    settings = job.RecsRun.from_params({"as_of_date": as_of.isoformat(), "week": item["week"],
-                                        "dry_run": run.dry_run}, as_of, today, job_id.replace(":", "_"))
-    key = config.get("RECS_KEY")
-    key_of = lambda c: key.format(week=settings.week, customer_id=c)  # noqa: E731
-    model_dir = job.prepare(settings)["model_dir"]
-    shards = _shards_of(job.plan(settings), run.ids)
-    invalidated = 0
-    if not run.dry_run:  # after the slow prepare: the week's keys are missing for the shortest time
-        invalidated = (_invalidate([key_of(c) for c in run.ids]) if run.ids
-                       else _invalidate(pattern=key.format(week=settings.week, customer_id="*")))
-    stats = [job.process_shard(settings, d, model_dir, only_customers=run.ids) for d in shards]
-    sums = {k: sum(s.get(k, 0) for s in stats) for k in ("customers", "successful", "failed")}
-    summary, problem = _gate(run, sums["customers"], lambda: job.validate(settings, stats))
-    if summary is not None and run.whole and _not_older(config.get("RECS_POINTER_KEY"), "", settings.week):
-        job.publish(settings, summary, job.feedback(settings), None)
-    return _outcome(run, sums["customers"], sums["successful"], sums["failed"], 0, key_of, week=settings.week,
-                    keys_invalidated=invalidated, validation=problem)
-
-
-def _insights(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt.date) -> dict[str, Any]:
-    from include.jobs import order_insights as job
-
-    settings = job.InsightsRun.from_params({"as_of_date": as_of.isoformat(), "dry_run": run.dry_run}, as_of, today)
-    key = config.get("INSIGHTS_KEY")
-    key_of = lambda c: key.format(customer_id=c)  # noqa: E731
-    invalidated = _invalidate([key_of(c) for c in run.ids]) if run.ids and not run.dry_run else 0
-    shards = _shards_of(job.plan(settings), run.ids)
-    stats = [job.process_shard(settings, d["shard"], d["of"], f"{job_id}:{d['shard']}/{d['of']}",
-                               only_customers=run.ids) for d in shards]
-    failed = _dead_letter_ids(job_id, "customer_id") if not run.dry_run else []
-    of = shards[0]["of"] if shards else 1
-    recovered, failed = _retry_each(failed, lambda c: job.process_shard(
-        settings, c % of, of, f"{job_id}:retry:{c}", only_customers=[c]))
-    sums = {k: sum(s.get(k, 0) for s in stats) for k in ("users", "successful", "failed")}
-    summary, problem = _gate(run, sums["users"], lambda: job.validate(
-        settings, stats + [{"successful": len(recovered), "failed": -len(recovered)}]))
-    if summary is not None and run.whole and _not_older(config.get("INSIGHTS_METADATA_KEY"), "as_of_date",
-                                                         as_of.isoformat()):
-        job.publish(settings, summary, None)
-    return _outcome(run, sums["users"], sums["successful"] + len(recovered),
-                    failed if not run.dry_run else sums["failed"], 0, key_of,
-                    recovered=len(recovered), keys_invalidated=invalidated, validation=problem)
+# The job task whose XCom holds a run's counts, and the fields that count entities.
+SUMMARY_TASK = {"forecast_worker": "validate", "weekly_recs": "validate", "order_insights": "validate",
+                "user_affinity": "compute"}
+_COUNTS = {"forecast_worker": ("successful", "failed", "no_forecast"),
+           "weekly_recs": ("successful", "failed", None), "order_insights": ("successful", "failed", None),
+           "user_affinity": ("users_recomputed", None, None)}
 
 
 def _event_as_of(as_of: dt.date) -> str:
@@ -360,87 +183,66 @@ def _event_as_of(as_of: dt.date) -> str:
     return min(dt.datetime.combine(as_of, dt.time(23, 59, 59)), now).isoformat()
 
 
-def _affinity(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt.date) -> dict[str, Any]:
-    from include.jobs import user_affinity as job
-
-    watermark = job.read_watermark()
-    now = dt.datetime.now(dt.timezone.utc)
-    settings = job.AffinityRun.from_params({"as_of": _event_as_of(as_of)}, now, now, watermark,
-                                           f"{run.run_key}:{as_of.isoformat()}")
-    inputs = job.check_inputs(settings)
-    if run.dry_run:
-        return {"succeeded": 0, "failed": 0, "skipped": len(run.ids or []), "inputs": inputs,
-                "mode": "full" if settings.full_rebuild else "incremental"}
-    stats = job.compute(settings, inputs, user_ids=run.ids, features=run.features)
-    moves = run.whole and (watermark is None or settings.as_of >= watermark)
-    published = job.publish(settings, stats, None, move_watermark=moves)
-    return {"succeeded": published["redis_hashes"], "failed": 0, "skipped": published["redis_deleted"],
-            "users_recomputed": stats["users_recomputed"], "watermark_moved": moves, "features": run.features}
+def job_runs(run: BackfillRun, run_id: str) -> list[dict[str, str]]:
+    """One descriptor per date: its as_of (and week) and the id of the job run it triggers."""
+    safe = re.sub(r"[^A-Za-z0-9_.:+-]+", "_", run_id)
+    return [{**item, "run_id": f"backfill__{safe}__{item['as_of']}"} for item in dates(run)]
 
 
-def _popularity(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt.date) -> dict[str, Any]:
-    from include.jobs import popularity as job
-
-    now = dt.datetime.now(dt.timezone.utc)
-    segments = run.job == job.SEGMENTS_JOB
-    settings = job.PopularityRun.from_params({"as_of": _event_as_of(as_of)}, now, now, segments=segments)
-    inputs = job.check_inputs(settings, run.job)
-    if run.dry_run:
-        return {"succeeded": 0, "failed": 0, "skipped": 1, "inputs": inputs}
-    stats = (job.refresh_segments(settings, inputs) if segments
-             else job.publish(settings, job.score(settings, inputs), None))
-    return {"succeeded": 1, "failed": 0, "skipped": 0, "stats": stats}
-
-
-def _cf(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt.date) -> dict[str, Any]:
-    from include.jobs import cf_training as job
-
-    settings = job.CFRun.from_params({"as_of_date": as_of.isoformat()}, as_of, today)
-    if run.dry_run:
-        return {"succeeded": 0, "failed": 0, "skipped": 1}
-    return {"succeeded": 1, "failed": 0, "skipped": 0, "trained": job.train(settings)}
-
-
-def _faiss(run: BackfillRun, as_of: dt.date, item: dict, job_id: str, today: dt.date) -> dict[str, Any]:
-    from include.jobs import faiss_rebuild as job
-
-    settings = job.FaissRun.from_params({})
-    if run.dry_run:
-        return {"succeeded": 0, "failed": 0, "skipped": 1}
-    return {"succeeded": 1, "failed": 0, "skipped": 0, "published": job.publish(settings, job.build(settings), None)}
-
-
-_RUNNERS = {"forecast_worker": _forecast, "weekly_recs": _weekly, "order_insights": _insights,
-            "user_affinity": _affinity, "popularity": _popularity, "popular_segments": _popularity,
-            "cf_training": _cf, "faiss_rebuild": _faiss}
-
-
-def backfill_date(run: BackfillRun, item: dict[str, str], run_id: str, final_try: bool = True) -> dict[str, Any]:
-    """Run the job for one as_of; a report row. A permanent failure (the job's AirflowFailException,
-    or any error on the final try) becomes a failed row so the other dates go on; other errors
-    raise while Airflow has retries left."""
-    from airflow.sdk.exceptions import AirflowFailException
-
+def job_conf(run: BackfillRun, item: dict[str, str]) -> dict[str, Any]:
+    """The conf of the job's DAG run for one date (see the module docstring)."""
     as_of = dt.date.fromisoformat(item["as_of"])
-    today = dt.datetime.now(dt.timezone.utc).date()
-    started = time.monotonic()
-    try:
-        outcome = _RUNNERS[run.job](run, as_of, item, f"backfill:{run_id}:{as_of.isoformat()}", today)
-    except AirflowFailException as exc:
-        outcome = {"succeeded": 0, "failed": len(run.ids or [None]), "skipped": 0, "error": str(exc)}
-    except Exception as exc:
-        if not final_try:
-            raise
-        log.exception("backfill of %s as of %s failed", run.job, as_of)
-        outcome = {"succeeded": 0, "failed": len(run.ids or [None]), "skipped": 0,
-                   "error": f"{type(exc).__name__}: {exc}"}
-    broken = outcome["failed"] > 0 or outcome.get("error") or outcome.get("validation")
-    status = "succeeded" if not broken else "partial" if outcome["succeeded"] else "failed"
-    row = {"as_of": as_of.isoformat(), "status": status, "seconds": round(time.monotonic() - started, 1),
-           **{k: v for k, v in outcome.items() if v is not None}}
-    log_summary(f"backfill {run.job} as of {as_of}: {status}{' (dry run, nothing written)' if run.dry_run else ''}",
-                {k: v for k, v in row.items() if k not in ("inputs", "stats", "trained", "published")})
-    return row
+    ids = {ENTITY_IDS[run.job]: run.ids} if run.ids is not None else {}
+    conf: dict[str, Any] = {
+        "forecast_worker": {"as_of_date": item["as_of"], **ids},
+        "weekly_recs": {"as_of_date": item["as_of"], "week": item.get("week"), **ids},
+        "order_insights": {"as_of_date": item["as_of"], **ids},
+        "user_affinity": {"as_of": _event_as_of(as_of), **ids, **({"features": run.features} if run.features else {})},
+        "popularity": {"as_of": _event_as_of(as_of)},
+        "popular_segments": {"as_of": _event_as_of(as_of)},
+        "cf_training": {"as_of_date": item["as_of"], "shadow": True},
+        "faiss_rebuild": {},
+    }[run.job]
+    return conf
+
+
+def outcome(run: BackfillRun, item: dict[str, str], state: str | None, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """A date's report row from its job run's final state and the job's summary XCom."""
+    conf = {k: f"{len(v)} ids" if k.endswith("_ids") else v for k, v in job_conf(run, item).items()}
+    row: dict[str, Any] = {"as_of": item["as_of"], "run_id": item["run_id"], "state": state, "conf": conf}
+    if item.get("week"):
+        row["week"] = item["week"]
+    if run.dry_run:
+        return {**row, "status": "skipped", "succeeded": 0, "failed": 0, "skipped": len(run.ids or [None]),
+                "state": "dry run: not triggered"}
+    if state != "success":
+        error = ("not triggered" if state is None else
+                 f"{run.job} run {item['run_id']} ended {state}: its failed task's log says why (a failed "
+                 "validation keeps the previous values live)")
+        return {**row, "status": "failed", "succeeded": 0, "failed": len(run.ids or [None]), "skipped": 0,
+                "error": error}
+    good, bad, none = _COUNTS.get(run.job, (None, None, None))
+    summary = summary or {}
+    succeeded = int(summary.get(good, 0)) if good else 1
+    failed = int(summary.get(bad, 0)) if bad else 0
+    skipped = int(summary.get(none, 0)) if none else 0
+    if run.ids is not None and good:  # requested ids the job did not process (not eligible then)
+        skipped += max(len(run.ids) - succeeded - failed - skipped, 0)
+    return {**row, "status": "partial" if failed else "succeeded", "succeeded": succeeded, "failed": failed,
+            "skipped": skipped}
+
+
+def collect(run: BackfillRun, items: list[dict[str, str]], state_of: Callable[[str], str | None],
+            summary_of: Callable[[str, str], dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Each date's report row: `state_of(run_id)` is the job run's final state (None: no such run),
+    `summary_of(task_id, run_id)` a task's XCom in it."""
+    rows = []
+    for item in items:
+        state = None if run.dry_run else state_of(item["run_id"])
+        summary = (summary_of(SUMMARY_TASK[run.job], item["run_id"])
+                   if state == "success" and run.job in SUMMARY_TASK else None)
+        rows.append(outcome(run, item, state, summary))
+    return rows
 
 
 def report(run: BackfillRun, rows: list[dict[str, Any]], run_id: str,

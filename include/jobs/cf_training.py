@@ -59,6 +59,7 @@ class CFRun:
     weights: dict[str, float] = field(default_factory=dict)
     rollback_to: str | None = None
     force_promote: bool = False
+    shadow: bool = False  # train and evaluate only: a backfill of a past date never promotes
     random_state: int = 0
     keep_versions: int = 5
     keep_days: float = 7.0
@@ -88,7 +89,7 @@ class CFRun:
                            "add_to_cart": config.get_float("CF_WEIGHT_ADD_TO_CART"),
                            "view": config.get_float("CF_WEIGHT_VIEW")},
                   rollback_to=params.get("rollback_to") or None, force_promote=bool(params.get("force_promote", False)),
-                  random_state=int(params.get("random_state") or 0),
+                  shadow=bool(params.get("shadow", False)), random_state=int(params.get("random_state") or 0),
                   keep_versions=config.get_int("CF_KEEP_VERSIONS"), keep_days=config.get_float("CF_KEEP_DAYS"))
         if run.holdout_days >= run.history_days:
             _fail(f"holdout_days ({run.holdout_days}) must be shorter than history_days ({run.history_days})")
@@ -203,6 +204,8 @@ def _evaluate_and_save(run: CFRun, data, model, store: ModelStore, now, started:
     promote, reason = decide(new_metrics, baseline, run.k, run.tolerance)
     if not promote and run.force_promote:
         promote, reason = True, f"force_promote: {reason}"
+    if promote and run.shadow:
+        promote, reason = False, f"shadow run, never promoted (would have been: {reason})"
     if baseline_note:
         reason = f"{reason}; note: {baseline_note}"
 

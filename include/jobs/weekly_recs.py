@@ -11,7 +11,6 @@ nothing a reader sees.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging

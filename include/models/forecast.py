@@ -7,11 +7,19 @@ rolling-origin backtest that picks a model per product costs no extra fits.
 Input policy: missing weeks and NaN quantities count as zero demand; negative
 weekly quantities (net returns) are clipped to zero. Infinite values are not
 repaired: that product ends with status 'error' and the batch goes on.
+
+The pooled signals (category paths, pooled strength, calibration, interval quantiles) are
+fitted once on the whole catalogue (`ForecastEngine.fit`, saved as npz) and applied to any
+subset (`forecast`), so a product's forecast does not depend on how the catalogue is cut.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,12 +32,14 @@ PREDICTION_COLUMNS = [
 ]
 PRODUCT_COLUMNS = [
     "product_id", "status", "model_type", "forecast_accuracy_estimate",
-    "historical_weeks", "error",
+    "historical_weeks", "error", "stack_trace",
 ]
 # models whose forecast is a flat level; the pooled trend multiplies these
 FLAT_MODELS = ("baseline", "ses", "croston_sba", "tsb")
 MODELS = ("baseline", "ses", "croston_sba", "tsb", "holt_damped", "holt_winters", "combination")
 CALIBRATION_GRID = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
+SHAPE_CLASSES = 3  # 0 short or flat, 1 intermittent, 2 regular (ForecastEngine._eligible)
+STATE_FILE = "forecast_state.npz"  # the pooled state ForecastEngine.save writes
 
 
 @dataclass
@@ -316,9 +326,13 @@ class ForecastEngine:
 
     Shapes decide the candidate set (intermittent: Croston/SBA/TSB; long regular
     series: Holt-Winters; short or flat: robust baseline); the product's own
-    backtest picks among them. The panel adds what one short series cannot show:
+    backtest picks among them. The catalogue adds what one short series cannot show:
     last year's same-store path (or the pooled trend) for flat models, a level
     calibration per shape class, and the error quantiles behind the intervals.
+
+    `fit` learns that pooled state once from the whole catalogue; `forecast` applies it
+    to any subset, so a product's forecast depends only on its own series and the state,
+    never on which products share its batch, shard or run.
     """
 
     def __init__(self, horizon: int = 12, interval_level: float = 0.8,
@@ -327,13 +341,16 @@ class ForecastEngine:
                  intermittent_adi: float = 1.32, min_pool_products: int = 30,
                  pooled_strengths: tuple[float, ...] = (0.0, 0.5, 1.0),
                  season_window: int = 8, customer_window: int = 13,
-                 bias_weight: float = 1.0, calibrate: bool = True):
+                 bias_weight: float = 1.0, calibrate: bool = True, batch_size: int = 2000):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1 week, got {horizon}")
         if not 0 < interval_level < 1:
             raise ValueError(f"interval_level must be in (0, 1), got {interval_level}")
         if min_history_weeks < 2:
             raise ValueError(f"min_history_weeks must be >= 2, got {min_history_weeks}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 product, got {batch_size}")
+        # forecast and backtest
         self.horizon = horizon
         self.interval_level = interval_level
         self.min_history_weeks = min_history_weeks
@@ -341,17 +358,162 @@ class ForecastEngine:
         self.backtest_origins = backtest_origins
         self.backtest_step = backtest_step
         self.intermittent_adi = intermittent_adi
+        # pooled signals
         self.min_pool_products = min_pool_products
         self.pooled_strengths = tuple(pooled_strengths)
         self.season_window = season_window
         self.customer_window = customer_window
         self.bias_weight = bias_weight
         self.calibrate = calibrate
+        # memory only: rows per vectorised pass; results do not depend on it
+        self.batch_size = batch_size
 
-    # -- orchestration
+    # -- pooled state
+
+    def fit(self, panel: WeeklyPanel) -> "ForecastEngine":
+        """Fit the pooled state on every product of the panel.
+
+        Args:
+            panel: the whole catalogue of a run (every eligible product), not a shard of it.
+
+        Returns:
+            self, with the state in `week_starts_`, `pool_categories_`, `pool_factor_`,
+            `strength_`, `calibration_`, `lower_quantiles_` and `upper_quantiles_`.
+        """
+        _, y, _, broken = self._clean(panel)
+        keep = np.flatnonzero(~broken)  # broken rows stay out of every pooled signal
+        y = y[keep]
+        categories = None if panel.categories is None else np.asarray(panel.categories).astype(str)[keep]
+        self.week_starts_ = pd.DatetimeIndex(panel.week_starts)
+        self.pool_categories_ = self._pool_categories(categories)
+        pools = self._pool_index(categories, len(keep))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            self.pool_factor_ = self._pool_factors(y, pools, self._cutoffs(y.shape[1]))
+            # rows that crash any model are left out of the choices below
+            done, _ = self._batches(lambda r: self._backtest(y[r], pools[r], self.pooled_strengths),
+                                    np.arange(len(keep)))
+            self._fit_choices(y, done)
+        return self
+
+    def _fit_choices(self, y, done):
+        """Pooled strength, calibration and interval quantiles over every backtested row."""
+        h = self.horizon
+        totals = [sum(float(np.nansum(part["model_err"][k])) for _, part in done)
+                  for k in range(len(self.pooled_strengths))]
+        best = 0
+        for k, total in enumerate(totals):
+            if total < totals[best] - 1e-9:
+                best = k
+        self.strength_ = float(self.pooled_strengths[best])
+
+        shape = np.concatenate([part["shape"] for _, part in done] or [np.zeros(0, dtype=np.int64)])
+        cost = sum((self._calibration_costs(part["chosen"][best], part) for _, part in done),
+                   np.zeros((SHAPE_CLASSES, len(CALIBRATION_GRID))))
+        self.calibration_ = np.ones(SHAPE_CLASSES)
+        if self.calibrate and len(self._cutoffs(y.shape[1])) > 1:
+            # too few products of a shape to tell a level error from noise: no calibration
+            enough = np.bincount(shape, minlength=SHAPE_CLASSES) >= self.min_pool_products
+            self.calibration_[enough] = np.asarray(CALIBRATION_GRID)[cost[enough].argmin(axis=1)]
+
+        z = np.concatenate([self._standardised_errors(
+            y[rows], part, part["chosen"][best] * self.calibration_[part["shape"]][:, None, None])
+            for rows, part in done] or [np.zeros((0, 0, h))], axis=1)       # (n_back, n, h)
+        overall = self._error_quantiles(z.transpose(2, 0, 1).reshape(h, -1), None)
+        self.lower_quantiles_ = np.empty((SHAPE_CLASSES, h))
+        self.upper_quantiles_ = np.empty((SHAPE_CLASSES, h))
+        for cls in range(SHAPE_CLASSES):
+            zc = z[:, shape == cls].transpose(2, 0, 1).reshape(h, -1)
+            self.lower_quantiles_[cls], self.upper_quantiles_[cls] = self._error_quantiles(zc, overall)
+
+    def save(self, directory) -> Path:
+        """Write the hyperparameters and the pooled state to `directory`/STATE_FILE (npz, no pickle)."""
+        self._check_fitted()
+        target = Path(directory) / STATE_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+        with open(partial, "wb") as handle:
+            np.savez(handle, hyperparameters=np.array(json.dumps(self._hyperparameters())),
+                     week_starts=self.week_starts_.to_numpy(dtype="datetime64[ns]"),
+                     pool_categories=self.pool_categories_.astype(str), pool_factor=self.pool_factor_,
+                     strength=np.array(self.strength_), calibration=self.calibration_,
+                     lower_quantiles=self.lower_quantiles_, upper_quantiles=self.upper_quantiles_)
+        os.replace(partial, target)  # a reader never sees half a file
+        return target
+
+    @classmethod
+    def load(cls, directory) -> "ForecastEngine":
+        """An engine with the hyperparameters and pooled state `save` wrote to `directory`."""
+        source = Path(directory) / STATE_FILE
+        if not source.exists():
+            raise FileNotFoundError(f"no fitted forecast state at {source}: fit the engine on the whole "
+                                    "catalogue and save it there first")
+        with np.load(source, allow_pickle=False) as data:
+            engine = cls(**json.loads(data["hyperparameters"].item()))
+            engine.week_starts_ = pd.DatetimeIndex(data["week_starts"])
+            engine.pool_categories_ = data["pool_categories"]
+            engine.pool_factor_ = data["pool_factor"]
+            engine.strength_ = float(data["strength"])
+            engine.calibration_ = data["calibration"]
+            engine.lower_quantiles_ = data["lower_quantiles"]
+            engine.upper_quantiles_ = data["upper_quantiles"]
+        return engine
+
+    def _hyperparameters(self) -> dict:
+        names = ("horizon", "interval_level", "min_history_weeks", "short_history_weeks", "backtest_origins",
+                 "backtest_step", "intermittent_adi", "min_pool_products", "pooled_strengths",
+                 "season_window", "customer_window", "bias_weight", "calibrate", "batch_size")
+        return {name: list(getattr(self, name)) if name == "pooled_strengths" else getattr(self, name)
+                for name in names}
+
+    def _check_fitted(self):
+        if not hasattr(self, "strength_"):
+            raise ValueError("the engine has no pooled state: fit(panel) it on the whole catalogue "
+                             "(or load a fitted one) before forecasting")
+
+    # -- forecasting
 
     def forecast(self, panel: WeeklyPanel) -> ForecastResult:
-        """Forecast every product of the panel; per-product failures become status rows."""
+        """Forecast every product of the panel with the fitted pooled state.
+
+        Args:
+            panel: any products (a shard, one product, the whole catalogue) on the fitted
+                weeks; a panel starting later is read as zero demand before its first week.
+
+        Returns:
+            Horizon rows per successful product and one status row per product; a
+            product's failure becomes its status row and the batch goes on.
+        """
+        self._check_fitted()
+        panel = self._on_fitted_weeks(panel)
+        raw, y, cust, broken = self._clean(panel)
+        out = self._empty_output(y)
+        pools = self._pool_index(None if panel.categories is None else np.asarray(panel.categories).astype(str),
+                                 len(y))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            done, crashed = self._batches(lambda r: self._apply(y[r], cust[r], pools[r]), np.flatnonzero(~broken))
+        for rows, part in done:
+            for key in ("pick", "final", "lower", "upper", "customers", "accuracy"):
+                out[key][rows] = part[key]
+        for row, (message, trace) in crashed.items():
+            out["crashed"][row], out["trace"][row] = message, trace
+        return self._assemble(panel, out, broken, raw)
+
+    def _on_fitted_weeks(self, panel):
+        weeks = pd.DatetimeIndex(panel.week_starts)
+        fitted = self.week_starts_
+        if weeks.equals(fitted):
+            return panel
+        if len(weeks) and len(weeks) < len(fitted) and weeks.equals(fitted[len(fitted) - len(weeks):]):
+            pad = ((0, 0), (len(fitted) - len(weeks), 0))  # missing weeks are zero demand
+            return WeeklyPanel(panel.product_ids, fitted, np.pad(np.asarray(panel.quantity, dtype=float), pad),
+                               np.pad(np.asarray(panel.customers, dtype=float), pad), panel.categories)
+        span = f"{weeks[0].date()}..{weeks[-1].date()}" if len(weeks) else "no weeks"
+        raise ValueError(f"panel weeks ({span}) are not the fitted weeks {fitted[0].date()}.."
+                         f"{fitted[-1].date()} or a suffix of them; build both panels with the same "
+                         "as_of and start")
+
+    def _clean(self, panel):
+        """Raw quantities and the cleaned demand and customers; rows with infinities are `broken`."""
         raw = np.asarray(panel.quantity, dtype=float)
         n, T = raw.shape
         if len(panel.product_ids) != n or len(panel.week_starts) != T:
@@ -360,13 +522,10 @@ class ForecastEngine:
             y = np.clip(np.nan_to_num(raw, nan=0.0, posinf=np.inf, neginf=0.0), 0.0, None)
             cust = np.clip(np.nan_to_num(np.asarray(panel.customers, dtype=float),
                                          nan=0.0, posinf=np.inf, neginf=0.0), 0.0, None)
-            broken = ~np.isfinite(y).all(axis=1) | ~np.isfinite(cust).all(axis=1)
-            y[broken] = 0.0  # kept out of pools; reported as errors below
-            cust[broken] = 0.0
-            out = self._empty_output(y)
-            if n:
-                self._isolate(y, cust, panel.categories, np.arange(n), out)
-        return self._assemble(panel, out, broken, raw)
+        broken = ~np.isfinite(y).all(axis=1) | ~np.isfinite(cust).all(axis=1)
+        y[broken] = 0.0  # reported as errors, never forecast
+        cust[broken] = 0.0
+        return raw, y, cust, broken
 
     def _empty_output(self, y):
         n, h = y.shape[0], self.horizon
@@ -375,42 +534,50 @@ class ForecastEngine:
         return dict(first=first, hist=y.shape[1] - first, pick=np.zeros(n, dtype=np.int64),
                     final=blank, lower=blank.copy(), upper=blank.copy(), customers=blank.copy(),
                     accuracy=np.full(n, np.nan), crashed=np.full(n, None, dtype=object),
-                    strength=None, calibration={})
+                    trace=np.full(n, None, dtype=object))
 
-    def _isolate(self, y, cust, categories, rows, out):
-        """Run the vectorised batch; if it raises, bisect so only the culprit rows fail."""
+    def _batches(self, func, rows):
+        """`func` over `rows` batch_size at a time: [(rows, result)] and {row: (error, traceback)}."""
+        done, crashed = [], {}
+        for begin in range(0, len(rows), self.batch_size):
+            self._isolate(func, rows[begin:begin + self.batch_size], done, crashed)
+        return done, crashed
+
+    def _isolate(self, func, rows, done, crashed):
+        """Run `func` on the rows at once; if it raises, bisect so only the culprit rows fail."""
         try:
-            part = self._forecast_matrix(y[rows], cust[rows],
-                                         None if categories is None else np.asarray(categories)[rows])
+            part = func(rows)
         except Exception as exc:  # noqa: BLE001 - a product's failure must not stop the batch
             if len(rows) == 1:
-                out["crashed"][rows[0]] = f"{type(exc).__name__}: {exc}"
+                crashed[int(rows[0])] = (f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)))
                 return
             mid = len(rows) // 2
-            self._isolate(y, cust, categories, rows[:mid], out)
-            self._isolate(y, cust, categories, rows[mid:], out)
+            self._isolate(func, rows[:mid], done, crashed)
+            self._isolate(func, rows[mid:], done, crashed)
             return
-        for key in ("pick", "final", "lower", "upper", "customers", "accuracy"):
-            out[key][rows] = part[key]
-        if out["strength"] is None:
-            out["strength"], out["calibration"] = part["strength"], part["calibration"]
+        done.append((rows, part))
 
-    def _forecast_matrix(self, y, cust, categories):
+    def _cutoffs(self, T):
+        """Backtest cutoffs (oldest first) and T itself, the forecast origin."""
+        return sorted({T - k * self.backtest_step for k in range(1, self.backtest_origins + 1)
+                       if T - k * self.backtest_step > self.min_history_weeks} | {T})
+
+    def _backtest(self, y, pools, strengths):
+        """Each row's model pick and chosen forecasts at every cutoff, per pooled strength.
+
+        Row-wise given the fitted pool factors: a row's result never depends on its batch.
+        """
         n, T = y.shape
         h = self.horizon
         first = _first_sale(y)
         hist = T - first
-        cutoffs = sorted({T - k * self.backtest_step for k in range(1, self.backtest_origins + 1)
-                          if T - k * self.backtest_step > self.min_history_weeks} | {T})
+        cutoffs = self._cutoffs(T)
         fcs = self._run_models(y, first, cutoffs, h)          # (m, n_cut, n, h)
         eligible, shape = self._eligible(y, first, hist)     # (m, n), (n,)
         combo = MODELS.index("combination")
         members = eligible[:combo, None, :, None] & np.isfinite(fcs[:combo])
-        with np.errstate(invalid="ignore"):
-            fcs[combo] = np.where(members, fcs[:combo], 0.0).sum(axis=0) / members.sum(axis=0)
+        fcs[combo] = np.where(members, fcs[:combo], 0.0).sum(axis=0) / members.sum(axis=0)
         eligible[combo] = eligible[:combo].sum(axis=0) >= 2
-        pools = self._pools(categories, n)
-        factor = self._pool_factors(y, first, pools, cutoffs, h)  # (n_pool, n_cut, h)
 
         back = cutoffs[:-1]
         # actual windows per backtest cutoff; weeks past T are masked
@@ -420,39 +587,38 @@ class ForecastEngine:
             w = min(h, T - c)
             act[k, :, :w] = y[:, c:c + w]
             seen[k, :w] = True
-        valid = np.array([(c - first) >= self.min_history_weeks for c in back])  # (n_back, n)
+        valid = np.array([(c - first) >= self.min_history_weeks for c in back], dtype=bool).reshape(len(back), n)
         flat = np.array([m in FLAT_MODELS for m in MODELS])
-
-        def adjusted(strength):
-            f = factor[pools]                            # (n, n_cut, h)
-            mult = np.moveaxis(f, 0, 1) ** strength      # (n_cut, n, h)
-            return np.where(flat[:, None, None, None], fcs * mult[None], fcs)
-
-        best = None
-        for strength in self.pooled_strengths:
-            cand = adjusted(strength)
-            err = self._backtest_errors(cand[:, :len(back)], act, seen, valid, eligible,
-                                        self.bias_weight)
-            pick, model_err = self._select(err, eligible)
-            total = model_err[np.isfinite(model_err)].sum()
-            if best is None or total < best[0] - 1e-9:
-                best = (total, strength, cand, pick)
-        _, strength, cand, pick = best
+        factor = np.moveaxis(self.pool_factor_[pools], 0, 1)  # (n_cut, n, h)
         rows = np.arange(n)
-        chosen = cand[pick, :, rows]                         # (n, n_cut, h)
-        mult = self._calibration(chosen[:, :len(back)], act, seen, valid, shape)
-        chosen = chosen * mult[:, None, None]
+        picks, chosen, model_err = [], [], []
+        for strength in strengths:
+            cand = np.where(flat[:, None, None, None], fcs * (factor ** strength)[None], fcs)
+            err = self._backtest_errors(cand[:, :len(back)], act, seen, valid, eligible, self.bias_weight)
+            pick, err = self._select(err, eligible)
+            picks.append(pick)
+            chosen.append(cand[pick, :, rows])               # (n, n_cut, h)
+            model_err.append(err)
+        return dict(first=first, shape=shape, act=act, seen=seen, valid=valid, pick=picks, chosen=chosen,
+                    model_err=model_err)
+
+    def _apply(self, y, cust, pools):
+        """Forecasts, intervals, accuracy and customers of a batch of rows under the fitted state."""
+        T = y.shape[1]
+        part = self._backtest(y, pools, (self.strength_,))
+        shape, act, seen, valid = part["shape"], part["act"], part["seen"], part["valid"]
+        chosen = part["chosen"][0] * self.calibration_[shape][:, None, None]
         final = chosen[:, -1]
-        abs_err = np.abs(act - np.moveaxis(chosen[:, :len(back)], 0, 1)) * seen[:, None, :]
+        n_back = act.shape[0]
+        abs_err = np.abs(act - np.moveaxis(chosen[:, :n_back], 0, 1)) * seen[:, None, :]
         mask = valid[:, :, None] & seen[:, None, :]
         denom = (act * mask).sum(axis=(0, 2))
         wape = np.where(denom > 0, (abs_err * mask).sum(axis=(0, 2)) / np.maximum(denom, 1e-12), np.nan)
-        accuracy = np.clip(1.0 - wape, 0.0, 1.0)
-        lower, upper = self._intervals(y, first, back, act, seen, valid, chosen, final, shape)
-        customers = self._customers(y, cust, final)
-        return dict(first=first, hist=hist, pick=pick, final=final, lower=lower, upper=upper,
-                    customers=customers, accuracy=accuracy, strength=strength,
-                    calibration={int(c): float(mult[shape == c][0]) for c in np.unique(shape)})
+        s = self._scale(y, part["first"], T)[:, None]
+        lower = np.clip(final + self.lower_quantiles_[shape] * s, 0.0, final)
+        upper = np.maximum(final + self.upper_quantiles_[shape] * s, final)
+        return dict(pick=part["pick"][0], final=final, lower=lower, upper=upper,
+                    customers=self._customers(y, cust, final), accuracy=np.clip(1.0 - wape, 0.0, 1.0))
 
     def _run_models(self, y, first, cutoffs, h):
         out = np.full((len(MODELS), len(cutoffs), y.shape[0], h), np.nan)
@@ -486,53 +652,53 @@ class ForecastEngine:
         e["holt_winters"] |= regular & long
         return np.stack([e[name] for name in MODELS]), shape
 
-    def _calibration(self, back_fc, act, seen, valid, shape):
-        """Pooled multiplier per shape class, picked on the whole panel's backtest.
+    def _calibration_costs(self, chosen, part):
+        """Backtest cost (shape class x CALIBRATION_GRID) of each level multiplier on a batch.
 
         Each product's own selection is noisy and systematically low on skewed demand;
-        across hundreds of products of the same shape the level error is measurable.
+        summed over the catalogue's products of one shape the level error is measurable.
         """
-        mult = np.ones(len(shape))
-        if not back_fc.shape[1] or not self.calibrate:
-            return mult
-        fc = np.moveaxis(back_fc, 0, 1)                      # (n_back, n, h)
-        w = (valid[:, :, None] & seen[:, None, :]).astype(float)
-        for cls in np.unique(shape):
-            rows = shape == cls
-            if rows.sum() < self.min_pool_products:
-                continue  # too few products to tell a level error from noise
-            cost = []
-            for k in CALIBRATION_GRID:
+        act = part["act"]
+        fc = np.moveaxis(chosen[:, :act.shape[0]], 0, 1)     # (n_back, n, h)
+        w = (part["valid"][:, :, None] & part["seen"][:, None, :]).astype(float)
+        cost = np.zeros((SHAPE_CLASSES, len(CALIBRATION_GRID)))
+        for cls in range(SHAPE_CLASSES):
+            rows = part["shape"] == cls
+            for j, k in enumerate(CALIBRATION_GRID):
                 diff = (k * fc[:, rows] - act[:, rows]) * w[:, rows]
-                cost.append(np.abs(diff).sum() + self.bias_weight * np.abs(diff.sum(axis=2)).sum())
-            mult[rows] = CALIBRATION_GRID[int(np.argmin(cost))]
-        return mult
+                cost[cls, j] = np.abs(diff).sum() + self.bias_weight * np.abs(diff.sum(axis=2)).sum()
+        return cost
 
-    def _pools(self, categories, n):
-        """Row -> pool index; categories with too few products share the global pool."""
+    def _pool_categories(self, categories):
+        """Categories with a pool of their own: enough products, and at least two such."""
         if categories is None:
-            return np.zeros(n, dtype=np.int64)
-        cats = np.asarray(categories).astype(str)
-        names, inv, counts = np.unique(cats, return_inverse=True, return_counts=True)
+            return np.array([], dtype=str)
+        names, counts = np.unique(categories, return_counts=True)
         big = (counts >= self.min_pool_products) & (names != "unknown")
-        if big.sum() < 2:
-            return np.zeros(n, dtype=np.int64)
-        remap = np.where(big, np.cumsum(big), 0)
-        return remap[inv]
+        return names[big] if big.sum() >= 2 else names[:0]
 
-    def _pool_factors(self, y, first, pools, cutoffs, h):
+    def _pool_index(self, categories, n):
+        """Row -> pool: 1 + its category's place in pool_categories_; 0 (the whole catalogue) when
+        the category has no pool of its own, or was not seen at fit time."""
+        names = self.pool_categories_
+        if categories is None or not len(names):
+            return np.zeros(n, dtype=np.int64)
+        at = np.minimum(np.searchsorted(names, categories), len(names) - 1)
+        return np.where(names[at] == categories, at + 1, 0).astype(np.int64)
+
+    def _pool_factors(self, y, pools, cutoffs):
         """Multiplier (n_pool, n_cut, h) taking a flat level to the pool's expected path.
 
         One product's few weeks cannot show the ramp into a seasonal peak; its pool
         can: last year's same-store path where a year exists, else the pool total's
         damped trend.
         """
-        n_pool = int(pools.max()) + 1 if len(pools) else 1
-        members = pools[None, :] == np.arange(n_pool)[:, None]
-        members[0] = True  # pool 0 is the whole panel
+        h = self.horizon
+        members = pools[None, :] == np.arange(len(self.pool_categories_) + 1)[:, None]
+        members[0] = True  # pool 0 is the whole catalogue
         agg = members.astype(float) @ y
         factor = _pooled_trend(agg, cutoffs, h)
-        season = _pooled_season(y, first, members, cutoffs, h, self.season_window)
+        season = _pooled_season(y, _first_sale(y), members, cutoffs, h, self.season_window)
         factor = np.where(np.isfinite(season), season, factor)
         return np.clip(factor, 0.3, 3.0)
 
@@ -559,32 +725,21 @@ class ForecastEngine:
         pick = np.where(no_backtest, default, pick)
         return pick, np.where(np.isfinite(best), best, np.nan)
 
-    def _intervals(self, y, first, back, act, seen, valid, chosen, final, shape):
-        """Bounds from pooled backtest errors scaled by each product's naive MAE.
+    def _standardised_errors(self, y, part, chosen):
+        """Backtest errors over each product's naive MAE, (n_back, n, h); NaN where unusable.
 
-        Split-conformal style: standardised errors of the chosen models across the
-        products of one shape class give the quantiles, so sparse series borrow
-        calibration from the panel instead of trusting a handful of own residuals.
+        Split-conformal style: pooled over the products of one shape class they give the
+        interval quantiles, so sparse series borrow calibration from the catalogue instead
+        of trusting a handful of own residuals.
         """
-        n, T = y.shape
-        h = self.horizon
-        if back:
-            scales = np.stack([self._scale(y, first, c) for c in back])        # (n_back, n)
-            z = (act - np.moveaxis(chosen[:, :len(back)], 0, 1)) / np.maximum(scales, 1e-9)[:, :, None]
-            usable = valid[:, :, None] & seen[:, None, :] & (scales > 0)[:, :, None]
-            z = np.where(usable, z, np.nan)                                     # (n_back, n, h)
-        else:
-            z = np.full((0, n, h), np.nan)
-        qlo, qhi = self._error_quantiles(z.transpose(2, 0, 1).reshape(h, -1), None)
-        qlo, qhi = np.broadcast_to(qlo, (n, h)).copy(), np.broadcast_to(qhi, (n, h)).copy()
-        for cls in np.unique(shape):
-            rows = shape == cls
-            zc = z[:, rows].transpose(2, 0, 1).reshape(h, -1)
-            qlo[rows], qhi[rows] = self._error_quantiles(zc, (qlo[rows][0], qhi[rows][0]))
-        s = self._scale(y, first, T)[:, None]
-        lower = np.clip(final + qlo * s, 0.0, final)
-        upper = np.maximum(final + qhi * s, final)
-        return lower, upper
+        act, first = part["act"], part["first"]
+        back = self._cutoffs(y.shape[1])[:-1]
+        if not back:
+            return np.full((0, len(y), self.horizon), np.nan)
+        scales = np.stack([self._scale(y, first, c) for c in back])        # (n_back, n)
+        z = (act - np.moveaxis(chosen[:, :len(back)], 0, 1)) / np.maximum(scales, 1e-9)[:, :, None]
+        usable = part["valid"][:, :, None] & part["seen"][:, None, :] & (scales > 0)[:, :, None]
+        return np.where(usable, z, np.nan)
 
     def _error_quantiles(self, z, fallback, min_count=30):
         """Per-step quantiles of standardised errors, widening with the step."""
@@ -630,6 +785,7 @@ class ForecastEngine:
         hist = out["hist"]
         status = np.full(n, "success", dtype=object)
         errors = np.full(n, None, dtype=object)
+        traces = np.full(n, None, dtype=object)
         model = np.array(MODELS, dtype=object)[out["pick"]]
         accuracy = out["accuracy"].astype(float)
         no_fc = hist < self.min_history_weeks
@@ -646,14 +802,14 @@ class ForecastEngine:
                     raise RuntimeError(f"product {pids[i]}: forecast failed: {out['crashed'][i]}")
                 _check_finite(pids[i], raw[i], out["final"][i], out["upper"][i])
             except (ValueError, RuntimeError) as exc:
-                status[i], errors[i] = "error", str(exc)
+                status[i], errors[i], traces[i] = "error", str(exc), out["trace"][i]
         failed = status != "success"
         model = np.where(failed, None, model)
         accuracy[failed] = np.nan
         products = pd.DataFrame({
             "product_id": pids, "status": status, "model_type": model,
             "forecast_accuracy_estimate": accuracy, "historical_weeks": hist.astype(np.int64),
-            "error": errors,
+            "error": errors, "stack_trace": traces,
         }, columns=PRODUCT_COLUMNS)
         ok = np.flatnonzero(~failed)
         starts = panel.week_starts[-1] + WEEK * np.arange(1, h + 1) if len(panel.week_starts) else \
@@ -668,7 +824,9 @@ class ForecastEngine:
             "confidence_upper": out["upper"][ok].ravel(),
             "active_customers": out["customers"][ok].ravel(),
         }, columns=PREDICTION_COLUMNS)
-        return ForecastResult(predictions, products, {"pooled_strength": out["strength"], "calibration": out["calibration"]})
+        diagnostics = {"pooled_strength": self.strength_,
+                       "calibration": {cls: float(m) for cls, m in enumerate(self.calibration_)}}
+        return ForecastResult(predictions, products, diagnostics)
 
 
 def _check_finite(product_id, raw_row, pred, upper):

@@ -1,7 +1,7 @@
 """A mapped shard killed with SIGKILL under the real scheduler (LocalExecutor), then retried.
 
 The shard is caught at a known point: the test holds a SHARE lock on WeeklyRecommendation, so
-every shard blocks at the delete of its backup rows, after its Redis writes. The process that
+every `publish` shard blocks at the delete of its backup rows, after its Redis writes. The process that
 owns the blocked PostgreSQL session (found through its TCP port) is the task process running
 that shard. Two faults:
 - `task`: the task process gets SIGKILL; its supervisor sees it die without a final state and
@@ -16,14 +16,12 @@ task arguments), and the run's keys and rows are exact.
 from __future__ import annotations
 
 import json
-import os
 import signal
 
-import psutil
 import psycopg
 import pytest
 
-from tests.e2e.cluster import AS_OF, ROOT, WEEK, active_customers, running_cluster
+from tests.e2e.cluster import AS_OF, ROOT, WEEK, active_customers, blocked_shard, process_on_port, running_cluster
 
 LOCAL_SETTINGS = '''\
 import datetime as dt
@@ -32,6 +30,7 @@ import datetime as dt
 def task_policy(task):
     """Test only: retry after 1 s instead of DEFAULT_ARGS' 1 min."""
     task.retry_delay = dt.timedelta(seconds=1)
+    task.retry_policy = None
 '''
 
 
@@ -45,20 +44,6 @@ def fault_cluster(services, database, data, tmp_path_factory):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3"},
             pythonpath=(config,)) as cluster:
         yield cluster
-
-
-def _blocked_shard(admin) -> tuple[int, int] | None:
-    """(client port, backend pid) of a shard session waiting on the test's lock."""
-    return admin.execute("SELECT client_port, pid FROM pg_stat_activity WHERE datname = current_database() "
-                         "AND wait_event_type = 'Lock' AND query LIKE '%%DELETE FROM \"WeeklyRecommendation\"%%' "
-                         "LIMIT 1").fetchone()
-
-
-def _process_on_port(port: int) -> psutil.Process | None:
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.laddr and conn.laddr.port == port and conn.pid and conn.pid != os.getpid():
-            return psutil.Process(conn.pid)
-    return None
 
 
 @pytest.mark.parametrize("kill", ["task", "worker"])
@@ -82,8 +67,8 @@ def test_a_shard_killed_with_sigkill_is_retried_and_the_run_is_exact(fault_clust
 
         with psycopg.connect(services.postgres_url, autocommit=True) as admin:
             client_port, _ = cluster.wait_for("a shard blocked on its backup-row delete",
-                                                    lambda: _blocked_shard(admin), timeout=180, every=0.5)
-        victim = _process_on_port(client_port)
+                                                    lambda: blocked_shard(admin), timeout=180, every=0.5)
+        victim = process_on_port(client_port)
         assert victim is not None, f"no process owns the session on port {client_port}"
         title = " ".join(victim.cmdline())
         assert "airflow worker --" in title, title  # the task process (setproctitle), not the scheduler
@@ -105,9 +90,9 @@ def test_a_shard_killed_with_sigkill_is_retried_and_the_run_is_exact(fault_clust
     state = cluster.wait_for(f"weekly_recs run {run_id}", finished)
     assert state == "success", cluster.logs()
 
-    status, body = cluster.request("GET", f"/api/v2/dags/weekly_recs/dagRuns/{run_id}/taskInstances?task_id=process")
+    status, body = cluster.request("GET", f"/api/v2/dags/weekly_recs/dagRuns/{run_id}/taskInstances?task_id=publish")
     assert status == 200, body
-    tries = sorted(ti["try_number"] for ti in body["task_instances"] if ti["task_id"] == "process")
+    tries = sorted(ti["try_number"] for ti in body["task_instances"] if ti["task_id"] == "publish")
     assert tries == [1, 2], f"the killed shard ran twice, the other once: {tries}"
     status, body = cluster.request("GET", "/api/v2/eventLogs?dag_id=weekly_recs&limit=100")
     assert status == 200, body

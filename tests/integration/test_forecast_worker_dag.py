@@ -44,10 +44,25 @@ def _eligible(orders: pd.DataFrame) -> set[int]:
 
 def _dead_letters(database) -> list[tuple]:
     with database.conn.cursor() as cur:
-        cur.execute("SELECT job_name, error, input FROM dead_letter ORDER BY id")
+        cur.execute("SELECT job_name, error, input, stack_trace FROM dead_letter ORDER BY id")
         rows = cur.fetchall()
     database.conn.commit()
     return rows
+
+
+def test_tasks_stage_then_publish_after_validation():
+    from airflow.models import DagBag
+
+    from tests.conftest import ROOT
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "forecast_worker.py")).dags["forecast_worker"]
+    upstream = {task.task_id: set(task.upstream_task_ids) for task in dag.tasks}
+    assert upstream == {
+        "resolve_settings": set(), "plan": {"resolve_settings"}, "prepare": {"resolve_settings", "plan"},
+        "process": {"resolve_settings", "plan", "prepare"}, "validate": {"resolve_settings", "process"},
+        "publish": {"resolve_settings", "plan", "validate"},
+        "finalize": {"resolve_settings", "validate", "publish"},
+    }
 
 
 def test_forecasts_every_eligible_product(dag_runner, database, redis_client, orders):
@@ -106,6 +121,7 @@ def test_failure_rate_above_limit_fails_validate_and_keeps_metadata(dag_runner, 
     assert out.returncode != 0
     assert "failed" in out.stdout + out.stderr
     assert json.loads(redis_client.get("forecast:metadata:last_run")) == {"as_of_date": "previous"}
+    assert list(redis_client.scan_iter("forecast:[0-9]*")) == []  # staged only: nothing published
 
 
 def test_dry_run_writes_nothing(dag_runner, redis_client, orders):
@@ -122,9 +138,43 @@ def test_dry_run_writes_nothing(dag_runner, redis_client, orders):
     ({"shard_count": 5000}, "Invalid input for param shard_count"),
     ({"limit": -1}, "Invalid input for param limit"),
     ({"dry_run": "yes"}, "Invalid input for param dry_run"),
-], ids=["future", "bad-month", "not-a-date", "zero-shards", "too-many-shards", "negative-limit", "non-boolean"])
+    ({"product_ids": [0]}, "Invalid input for param product_ids"),
+    ({"product_ids": []}, "Invalid input for param product_ids"),
+    ({"product_ids": "7"}, "Invalid input for param product_ids"),
+    ({"product_ids": list(range(1, 10_002))}, "Invalid input for param product_ids"),
+], ids=["future", "bad-month", "not-a-date", "zero-shards", "too-many-shards", "negative-limit", "non-boolean",
+        "zero-product-id", "no-product-ids", "product-ids-not-a-list", "too-many-product-ids"])
 def test_bad_params_are_rejected_before_any_work(dag_runner, redis_client, conf, message, orders):
     out = dag_runner("forecast_worker", {"as_of_date": AS_OF, **conf})
     assert out.returncode != 0
     assert message in out.stdout + out.stderr
     assert list(redis_client.scan_iter("forecast:*")) == []  # job state (failure counters) may exist
+
+
+def test_a_crashing_product_leaves_its_stack_trace_in_the_dead_letter(database, redis_client, orders, monkeypatch):
+    import datetime as dt
+
+    from include.jobs import forecast_worker as job
+    from include.models.forecast import ForecastEngine
+
+    run = job.ForecastRun.from_params({"as_of_date": AS_OF, "shard_count": 1, "limit": 5}, None, dt.date.today(),
+                                      "crash")
+    shards = job.plan(run)
+    model_dir = job.prepare(run, shards)["model_dir"]
+
+    def run_models(self, y, first, cutoffs, h):  # stands in for a model failing on odd data
+        raise FloatingPointError("odd series")
+
+    monkeypatch.setattr(ForecastEngine, "_run_models", run_models)
+    stats = job.process_shard(run, shards[0], "crash:0/1", model_dir)
+    assert stats["failed"] == stats["products"] == 5
+    with database.conn.cursor() as cur:
+        cur.execute("SELECT error, stack_trace FROM dead_letter WHERE job_id = 'crash:0/1'")
+        letters = cur.fetchall()
+        cur.execute("DELETE FROM dead_letter WHERE job_id = 'crash:0/1'")
+    database.conn.commit()
+    assert len(letters) == 5
+    for error, trace in letters:
+        assert "odd series" in error
+        assert trace.startswith("Traceback") and "run_models" in trace and "FloatingPointError: odd series" in trace
+    assert list(redis_client.scan_iter("forecast:[0-9]*")) == []  # staged, not published

@@ -19,8 +19,13 @@ def make_panel(rows, categories=None):
                        pd.date_range(START, periods=T, freq="7D"), q, cust, categories)
 
 
+def fit_forecast(panel, **kw):
+    """The engine's pooled state fitted on `panel`, applied to the same panel."""
+    return ForecastEngine(**kw).fit(panel).forecast(panel)
+
+
 def run(rows, **kw):
-    res = ForecastEngine(**kw).forecast(make_panel(rows))
+    res = fit_forecast(make_panel(rows), **kw)
     return res, res.products.set_index("product_id")
 
 
@@ -145,7 +150,7 @@ def test_horizon_starts_monday_after_last_complete_week():
     assert panel.week_starts[-1] == pd.Timestamp("2024-02-26")
     assert panel.quantity.sum() == 10.0  # the partial week's orders are excluded
     assert panel.customers[0, 1] == 1
-    res = ForecastEngine(horizon=4).forecast(panel)
+    res = fit_forecast(panel, horizon=4)
     starts = res.predictions.week_start
     assert starts.iloc[0] == pd.Timestamp("2024-03-04")
     assert (starts.dt.day_of_week == 0).all()
@@ -198,9 +203,9 @@ def test_bad_arguments_raise_value_error():
 def test_vectorised_batch_matches_single_products():
     rng = np.random.default_rng(5)
     rows = rng.poisson(6, (20, 60)).astype(float)
-    res_all = ForecastEngine().forecast(make_panel(rows))
-    single = ForecastEngine(pooled_strengths=(0.0,)).forecast(make_panel(rows[:1]))
-    both = ForecastEngine(pooled_strengths=(0.0,)).forecast(make_panel(rows))
+    res_all = fit_forecast(make_panel(rows))
+    single = fit_forecast(make_panel(rows[:1]), pooled_strengths=(0.0,))
+    both = fit_forecast(make_panel(rows), pooled_strengths=(0.0,))
     assert np.allclose(preds(single, 1).predicted_quantity, preds(both, 1).predicted_quantity)
     check_contract(res_all)
 
@@ -218,18 +223,21 @@ def test_exception_inside_batch_fails_only_that_product(monkeypatch):
     monkeypatch.setitem(fc._MODEL_FUNCS, "ses", fragile_ses)
     rows = np.full((9, 40), 6.0)
     rows[4, 20] = 13.0
-    res = ForecastEngine().forecast(make_panel(rows))
+    res = fit_forecast(make_panel(rows))
     prod = res.products.set_index("product_id")
     assert prod.loc[5, "status"] == "error"
     assert "cannot smooth a 13" in prod.loc[5, "error"]
     assert (prod.drop(index=5).status == "success").all()
     assert len(res.predictions) == 8 * 12
+    trace = prod.loc[5, "stack_trace"]
+    assert "Traceback" in trace and "fragile_ses" in trace and "FloatingPointError" in trace
+    assert prod.drop(index=5).stack_trace.isna().all()
 
 
 def test_empty_panel_returns_empty_frames():
     panel = WeeklyPanel(np.zeros(0, dtype=np.int64), pd.date_range(START, periods=10, freq="7D"),
                         np.zeros((0, 10)), np.zeros((0, 10)))
-    res = ForecastEngine().forecast(panel)
+    res = fit_forecast(panel)
     assert res.predictions.empty and res.products.empty
 
 
@@ -241,7 +249,7 @@ def test_short_products_borrow_the_pooled_season():
     lam = rng.gamma(2, 5, n)[:, None] * season[None, :]
     y = rng.poisson(lam).astype(float)
     y[:150, : T - 40] = 0.0  # half the catalogue launched 40 weeks ago: no own season
-    res = ForecastEngine().forecast(make_panel(y[:, :T]))
+    res = fit_forecast(make_panel(y[:, :T]))
     assert res.diagnostics["pooled_strength"] > 0
     got = res.predictions.predicted_quantity.to_numpy().reshape(-1, 12)
     ids = res.predictions.product_id.to_numpy()[::12] - 1
@@ -250,6 +258,95 @@ def test_short_products_borrow_the_pooled_season():
     path = got[short].sum(axis=0)
     assert path[-1] < 0.75 * path[0]  # a flat per-series level would stay put
     assert np.abs(path - truth).sum() / truth.sum() < 0.2
-    no_pool = ForecastEngine(pooled_strengths=(0.0,)).forecast(make_panel(y[:, :T]))
+    no_pool = fit_forecast(make_panel(y[:, :T]), pooled_strengths=(0.0,))
     flat = no_pool.predictions.predicted_quantity.to_numpy().reshape(-1, 12)[short].sum(axis=0)
     assert np.abs(path - truth).sum() < 0.6 * np.abs(flat - truth).sum()
+
+
+def _catalogue(n=240, T=130, seed=7):
+    """Products of four categories (some unknown): seasonal, launched late, intermittent."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)
+    lam = rng.gamma(1.5, 4, n)[:, None] * (1 + 0.5 * np.sin(2 * np.pi * (t - 20) / 52))[None, :]
+    y = rng.poisson(lam).astype(float)
+    y[: n // 3, : T - 30] = 0.0
+    y[n // 3: n // 2] *= rng.random((n // 2 - n // 3, T)) < 0.2
+    categories = np.array(["a", "b", "c", "d"])[rng.integers(0, 4, n)]
+    categories[:5] = "unknown"
+    return make_panel(y, categories)
+
+
+def _subset(panel, rows, weeks=slice(None)):
+    return WeeklyPanel(panel.product_ids[rows], panel.week_starts[weeks], panel.quantity[rows][:, weeks],
+                       panel.customers[rows][:, weeks], panel.categories[rows])
+
+
+def _by_product(res):
+    return res.predictions.sort_values(["product_id", "week_start"]).set_index(["product_id", "week_start"])
+
+
+def test_subsets_forecast_as_the_whole_catalogue_with_the_fitted_state(tmp_path):
+    panel = _catalogue()
+    engine = ForecastEngine().fit(panel)
+    assert len(engine.pool_categories_) >= 2  # the categories pool: the test covers pooling
+    whole = _by_product(engine.forecast(panel))
+    engine.save(tmp_path)
+    loaded = ForecastEngine.load(tmp_path)
+    n = len(panel.product_ids)
+    cuts = [np.arange(n) % 10 == k for k in range(10)] + [np.array([n // 2]), np.arange(n) < 7]
+    for rows in cuts:
+        part = _by_product(loaded.forecast(_subset(panel, rows)))
+        assert len(part) and part.index.isin(whole.index).all()
+        np.testing.assert_allclose(part.to_numpy(float), whole.loc[part.index].to_numpy(float), rtol=0, atol=1e-9)
+    # a one-product panel starting at the product's first sale reads the weeks before as zero demand
+    row = int(np.flatnonzero(panel.quantity[:, 0] == 0)[0])
+    start = int(np.flatnonzero(panel.quantity[row] > 0)[0])
+    late = _by_product(loaded.forecast(_subset(panel, [row], slice(start, None))))
+    np.testing.assert_allclose(late.to_numpy(float), whole.loc[late.index].to_numpy(float), rtol=0, atol=1e-9)
+
+
+def test_state_is_saved_without_pickle_and_keyed_by_category_name(tmp_path):
+    panel = _catalogue()
+    engine = ForecastEngine(horizon=6, pooled_strengths=(0.0, 1.0)).fit(panel)
+    path = engine.save(tmp_path)
+    with np.load(path, allow_pickle=False) as data:  # no object arrays anywhere
+        assert {"pool_factor", "pool_categories", "calibration"} <= set(data.files)
+    loaded = ForecastEngine.load(tmp_path)
+    assert loaded.horizon == 6 and loaded.pooled_strengths == (0.0, 1.0)
+    assert loaded.strength_ == engine.strength_ and list(loaded.pool_categories_) == list(engine.pool_categories_)
+    np.testing.assert_array_equal(loaded.pool_factor_, engine.pool_factor_)
+    # pools follow the category name, not its position; an unseen category gets the global pool
+    names = np.asarray(engine.pool_categories_)
+    assert list(engine._pool_index(names[::-1], len(names))) == list(range(len(names), 0, -1))
+    assert list(engine._pool_index(np.array(["never seen", "unknown"]), 2)) == [0, 0]
+
+
+def test_forecast_needs_a_fitted_state_on_the_same_weeks():
+    panel = _catalogue(n=40)
+    with pytest.raises(ValueError, match="fit"):
+        ForecastEngine().forecast(panel)
+    engine = ForecastEngine().fit(panel)
+    with pytest.raises(ValueError, match="same as_of"):
+        engine.forecast(_subset(panel, np.arange(3), slice(None, -1)))
+    with pytest.raises(FileNotFoundError, match="no fitted forecast state"):
+        ForecastEngine.load("/nonexistent/forecast-state")
+
+
+def test_a_product_crashing_at_fit_time_stays_out_of_the_pooled_state(monkeypatch):
+    panel = _catalogue(n=60)
+    without = ForecastEngine().fit(_subset(panel, np.arange(1, 60)))
+    engine = ForecastEngine()
+    real = engine._run_models
+
+    def run_models(y, first, cutoffs, h):  # stands in for any model failing on product 1's series
+        if any(np.array_equal(row, panel.quantity[0]) for row in y):
+            raise ZeroDivisionError("odd series")
+        return real(y, first, cutoffs, h)
+
+    monkeypatch.setattr(engine, "_run_models", run_models)
+    engine.fit(panel)
+    assert engine.strength_ == without.strength_
+    np.testing.assert_array_equal(engine.lower_quantiles_, without.lower_quantiles_)
+    products = engine.forecast(panel).products.set_index("product_id")
+    assert products.loc[1, "status"] == "error" and "odd series" in products.loc[1, "stack_trace"]
+    assert (products.drop(index=1).status != "error").all()

@@ -18,7 +18,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from include.jobs.assets import CF_MODEL, USER_AFFINITY
-from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE, run_date
+from include.jobs.dag_defaults import LONG_JOB_ARGS, START_DATE, run_date
 from include.runtime.config import SOURCE_POOL
 
 
@@ -27,7 +27,7 @@ from include.runtime.config import SOURCE_POOL
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=LONG_JOB_ARGS,
     tags=["nightshift", "cf", "mysanta"],
     doc_md=__doc__,
     params={
@@ -57,6 +57,8 @@ from include.runtime.config import SOURCE_POOL
         "rollback_to": Param(None, type=["null", "string"],
                              description="Restore this version (e.g. 20241229T023000-1a2b3c4d) instead of training."),
         "force_promote": Param(False, type="boolean", description="Promote even when worse than the live model."),
+        "shadow": Param(False, type="boolean",
+                        description="Train and shadow-evaluate only, never promote (what a backfill runs)."),
         "random_state": Param(0, type="integer", minimum=0, description="Seed of the ALS initialisation."),
     },
 )

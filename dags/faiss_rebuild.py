@@ -17,7 +17,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from include.jobs.assets import FAISS_INDEX
-from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE
+from include.jobs.dag_defaults import LONG_JOB_ARGS, START_DATE
 from include.runtime.config import SOURCE_POOL
 
 
@@ -26,7 +26,7 @@ from include.runtime.config import SOURCE_POOL
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=LONG_JOB_ARGS,
     tags=["nightshift", "faiss", "similar-products"],
     doc_md=__doc__,
     params={

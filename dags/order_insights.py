@@ -47,7 +47,8 @@ from include.runtime.config import SOURCE_POOL
                                        "empty: INSIGHTS_GENERATOR (rules)."),
         "cache_ttl": Param(None, type=["null", "integer"], minimum=60,
                            description="TTL of the digest keys in seconds; empty: INSIGHTS_TTL (86400)."),
-        "user_ids": Param(None, type=["null", "array"], items={"type": "integer", "minimum": 1}, maxItems=10_000,
+        "user_ids": Param(None, type=["null", "array"], items={"type": "integer", "minimum": 1}, minItems=1,
+                          maxItems=10_000,
                           description="Only these customers (at most 10,000); empty: every eligible user."),
         "dry_run": Param(False, type="boolean", description="Compute everything, write nothing."),
     },
@@ -62,19 +63,18 @@ def order_insights():
         today = dt.datetime.now(dt.timezone.utc).date()
         return InsightsRun.from_params(context["params"], run_date(context), today, context["run_id"]).to_dict()
 
-    # the user_ids travel in the run's params, not through XCom
     @task(pool=SOURCE_POOL)
     def plan(run: dict, **context) -> list[dict]:
         from include.jobs import order_insights as job
 
-        return job.plan(job.InsightsRun.from_dict(run, context["params"].get("user_ids")))
+        return job.plan(job.InsightsRun.from_dict(run))
 
     @task(pool=SOURCE_POOL)
     def process(shard: dict, run: dict, **context) -> dict:
         from include.jobs import order_insights as job
 
         job_id = f"{context['run_id']}:{shard['shard']}/{shard['of']}"
-        settings = job.InsightsRun.from_dict(run, context["params"].get("user_ids"))
+        settings = job.InsightsRun.from_dict(run)
         return job.process_shard(settings, shard["shard"], shard["of"], job_id)
 
     @task
@@ -87,14 +87,14 @@ def order_insights():
     def publish(shard: dict, run: dict, **context) -> dict:
         from include.jobs import order_insights as job
 
-        settings = job.InsightsRun.from_dict(run, context["params"].get("user_ids"))
+        settings = job.InsightsRun.from_dict(run)
         return job.publish_shard(settings, shard["shard"], shard["of"])
 
     @task
     def finalize(run: dict, summary: dict, published: list[dict], **context) -> dict:
         from include.jobs import order_insights as job
 
-        settings = job.InsightsRun.from_dict(run, context["params"].get("user_ids"))
+        settings = job.InsightsRun.from_dict(run)
         return job.finalize(settings, summary, list(published), context["dag_run"].start_date)
 
     run = resolve_settings()

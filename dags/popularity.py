@@ -8,7 +8,7 @@ column. `score` updates "Product".popularity_score in one set-based statement, w
 purchase=3, add_to_cart=2, view=1 times 0.5^(age / half_life), and checks the result (counts,
 ranges, no NaN) in the same transaction: a failed statement or check rolls back and the previous
 scores stay live. `publish` replaces the Redis sorted sets `popular:global` and
-`popular:category:{category}` (top `top_n`, TTL 900) atomically and emits the
+`popular:category:{category}` (top `top_n`, TTL 900), each atomically, and emits the
 `nightshift.popularity` asset. Empty params fall back to the Variables / environment settings
 (POPULARITY_HALF_LIFE_DAYS, POPULARITY_WINDOW_DAYS, POPULARITY_WEIGHT_*, EVENTS_MAX_AGE_HOURS, ...).
 """

@@ -10,8 +10,9 @@ watermark), or whose events left the window, are recomputed; `full_rebuild` reco
 
 `check_inputs` stops the run before any write on stale or incomplete events; `compute` writes
 both tables and runs the post-checks (ranges, normalisation, counts, no NaN) in one transaction,
-so a failed check keeps the previous values; `publish` rewrites the Redis hashes and moves the
-watermark. Scheduled by cron, not on the `nightshift.popularity` asset (which updates every 5
+so a failed check keeps the previous values; `publish` rewrites the Redis hashes (each user's
+atomically) and moves the watermark. `user_ids` and/or `features` (a backfill's conf) recompute
+only those users or tables and leave the watermark where it is. Scheduled by cron, not on the `nightshift.popularity` asset (which updates every 5
 minutes; see include/jobs/assets.py); emits `nightshift.user_affinity` for cf_training.
 """
 from __future__ import annotations
@@ -42,6 +43,15 @@ from include.runtime.config import SOURCE_POOL
                      description="TTL of the affinity hashes in seconds, 0 = none; empty: AFFINITY_TTL (0). "
                                  "Incremental runs rewrite changed users only, so a TTL shorter than the time "
                                  "between full rebuilds drops unchanged users."),
+        "user_ids": Param(None, type=["null", "array"], items={"type": "integer", "minimum": 1},
+                          maxItems=10000, uniqueItems=True,
+                          description="Recompute exactly these users (at most 10,000); empty: the changed users. "
+                                      "The watermark does not move."),
+        "features": Param(None, type=["null", "array"], items={"type": "string", "enum": ["affinity", "profiles"]},
+                          minItems=1, uniqueItems=True,
+                          description="Recompute only these: affinity (user_category_affinity and the Redis "
+                                      "hashes), profiles (user_profiles); empty: both. With a subset the "
+                                      "watermark does not move."),
     },
 )
 def user_affinity():
@@ -62,10 +72,12 @@ def user_affinity():
         return job.check_inputs(job.AffinityRun.from_dict(run))
 
     @task(pool=SOURCE_POOL)
-    def compute(run: dict, input_stats: dict) -> dict:
+    def compute(run: dict, input_stats: dict, **context) -> dict:
         from include.jobs import user_affinity as job
 
-        return job.compute(job.AffinityRun.from_dict(run), input_stats)
+        params = context["params"]
+        return job.compute(job.AffinityRun.from_dict(run), input_stats, user_ids=params.get("user_ids"),
+                           features=params.get("features"))
 
     @task(outlets=[USER_AFFINITY])
     def publish(run: dict, stats: dict, **context) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.jobs import publication
-from include.jobs.run_params import RunSettings, as_of_date, int_param
+from include.jobs.run_params import RunSettings, as_of_date, entity_ids, int_param
 from include.jobs.sharding import failure_gate, shard_plan, total
 from include.runtime import artifacts, config, dead_letters, metrics, source_quality, staging
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
@@ -46,6 +46,7 @@ class ForecastRun(RunSettings):
     max_failure_rate: float
     run_key: str
     product_ids: list[int] | None = None
+    IDS = "product_ids"
 
     @classmethod
     def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date, run_key: str) -> "ForecastRun":
@@ -60,7 +61,7 @@ class ForecastRun(RunSettings):
                    limit=params.get("limit"), dry_run=bool(params.get("dry_run", False)),
                    horizon=config.get_int("FORECAST_WEEKS"),
                    max_failure_rate=config.get_float("FORECAST_MAX_FAILURE_RATE"), run_key=run_key,
-                   product_ids=None if ids is None else sorted({int(p) for p in ids}))
+                   product_ids=entity_ids(ids))
 
     def query_params(self, shard: dict[str, int] | None = None) -> dict[str, Any]:
         """Bound parameters of the forecast queries; `shard` is a descriptor from `plan`."""
@@ -69,9 +70,6 @@ class ForecastRun(RunSettings):
                 "min_customers": self.min_customers, "min_orders": self.min_orders,
                 **source_quality.rule_params(), **(shard or {})}
 
-    def requested(self, shard: int, of: int) -> list[int]:
-        """The requested `product_ids` that fall in shard `shard` of `of`."""
-        return [p for p in self.product_ids or () if p % of == shard]
 
 
 def plan(run: ForecastRun) -> list[dict[str, int]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.jobs import publication
-from include.jobs.run_params import RunSettings, as_of_date, int_param
+from include.jobs.run_params import RunSettings, as_of_date, entity_ids, int_param
 from include.jobs.sharding import failure_gate, shard_plan, total
 from include.runtime import config, dead_letters, metrics, source_quality, staging
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 JOB = "order_insights"
 GENERATORS = ("rules", "llm")
 _NO_LIMIT = 2**31 - 1
-MAX_USER_IDS = 10_000
 
 
 def _fail(message: str):
@@ -57,8 +56,8 @@ class InsightsRun(RunSettings):
     max_failure_rate: float
     llm_conn_id: str
     run_key: str
-    # only these users (a backfill); they stay in the run's params, out of XCom (see to_dict)
-    user_ids: tuple[int, ...] | None = None
+    user_ids: list[int] | None = None  # only these users (a backfill, a re-drive)
+    IDS = "user_ids"
 
     @classmethod
     def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date, run_key: str) -> "InsightsRun":
@@ -73,39 +72,13 @@ class InsightsRun(RunSettings):
                    limit=params.get("limit"), generator=generator, dry_run=bool(params.get("dry_run", False)),
                    max_failure_rate=config.get_float("INSIGHTS_MAX_FAILURE_RATE"),
                    llm_conn_id=config.get("INSIGHTS_LLM_CONN_ID"), run_key=run_key,
-                   user_ids=user_ids(params.get("user_ids")))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings for XCom, without `user_ids` (up to 10,000 ids; each task reads them from
-        the run's params: `from_dict(data, params["user_ids"])`)."""
-        data = super().to_dict()
-        data.pop("user_ids")
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], ids: list[int] | None = None) -> "InsightsRun":
-        return super().from_dict({**data, "user_ids": user_ids(ids)})
-
-    def requested(self, shard: int, of: int) -> list[int]:
-        """The run's user_ids in shard `shard` of `of` (customer_id % of == shard)."""
-        return [c for c in self.user_ids or () if c % of == shard]
+                   user_ids=entity_ids(params.get("user_ids")))
 
     def query_params(self, shard: int = 0, of: int = 1) -> dict[str, Any]:
         until = dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time())
         return {"since": until - dt.timedelta(days=self.days), "until": until, "as_of": self.as_of,
                 "min_orders": self.min_orders, "limit": self.limit or _NO_LIMIT, "shard": shard, "of": of,
                 **source_quality.rule_params()}
-
-
-def user_ids(raw: list[int] | None) -> tuple[int, ...] | None:
-    """The user_ids param as sorted unique ids; None for all users."""
-    if raw is None:
-        return None
-    ids = tuple(sorted({int(c) for c in raw}))
-    if not ids or ids[0] < 1 or len(ids) > MAX_USER_IDS:
-        raise _fail(f"user_ids must be 1 to {MAX_USER_IDS} customer ids >= 1, got {len(ids)} ids "
-                    f"starting at {ids[0] if ids else None}; leave it empty for every user")
-    return ids
 
 
 def _llm_hook(run: InsightsRun):

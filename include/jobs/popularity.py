@@ -5,7 +5,8 @@ popularity (BATCH_INFRASTRUCTURE job 1, every 5 minutes): check_inputs -> score 
 no events pulled into Python) and the post-checks in the same transaction: readers see the old
 complete set until the commit, and a failed statement or check rolls everything back.
 `publish` then replaces the Redis sorted sets `popular:global` and `popular:category:{category}`
-(top N, TTL 900) in one MULTI, so a reader never sees a half-written set.
+(top N, TTL 900), each key in one atomic script call (cluster-safe: no multi-key command), so a
+reader sees each set old or new, never missing or half-written.
 
 popular_segments (MySanta, every 15 minutes): the same score summed per gender, age_group and
 geo_id segment, top N per segment and category, into popular_items (delete + load in one
@@ -117,15 +118,30 @@ def score(run: PopularityRun, input_stats: dict[str, Any] | None = None) -> dict
     return stats
 
 
+# Replaces one sorted set: DEL, ZADD in slices (Lua's unpack stops near 8,000 values), EXPIRE. One
+# key per call, so it runs on the key's own node of a Redis Cluster and is atomic: a reader sees
+# the old or the new set, never a missing or half-written one. Sent as EVAL: redis-py's cluster
+# pipeline refuses EVALSHA.
+_REPLACE_SORTED_SET = """
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2000 do
+  redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 1999, #ARGV)))
+end
+if #ARGV > 1 and tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return (#ARGV - 1) / 2
+"""
+
+
 def replace_sorted_sets(cache: RedisCache, sets: dict[str, dict[str, float]], ttl: int | None) -> int:
-    """Replace each key with its members in one MULTI/EXEC: readers see the old or the new sets."""
-    pipe = cache.client.pipeline(transaction=True)
-    for key, members in sets.items():
-        pipe.delete(key)
-        if members:
-            pipe.zadd(key, members)
-            if ttl:
-                pipe.expire(key, ttl)
+    """Replace each key's sorted set with `members` (member -> score), each key atomically, the keys
+    pipelined (no multi-key transaction: keys of other hash slots may live on other nodes). An empty
+    set deletes its key. A key of a category or segment missing from `sets` keeps its TTL."""
+    pipe = cache.client.pipeline(transaction=False)
+    for n, (key, members) in enumerate(sets.items(), 1):
+        pairs = [x for member, value in members.items() for x in (repr(float(value)), member)]
+        pipe.execute_command("EVAL", _REPLACE_SORTED_SET, 1, key, int(ttl or 0), *pairs)
+        if n % cache.chunk_size == 0:
+            pipe.execute()
     pipe.execute()
     return len(sets)
 

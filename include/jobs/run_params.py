@@ -27,8 +27,24 @@ def int_param(params: dict[str, Any], name: str, setting: str) -> int:
     return int(value) if value is not None else config.get_int(setting)
 
 
+def entity_ids(raw: list[int] | None) -> list[int] | None:
+    """A run's `product_ids` / `user_ids` param as sorted unique ids; None: every entity. The
+    Params schema has already refused an empty list and ids below 1."""
+    return None if raw is None else sorted({int(i) for i in raw})
+
+
 class RunSettings:
-    """A frozen dataclass of run settings that travels between tasks through XCom as JSON."""
+    """A frozen dataclass of run settings that travels between tasks through XCom as JSON.
+
+    A run for some entities (a backfill, a re-drive) carries their ids in the field named by IDS
+    (at most 10,000: about 70 KB), inside the settings, so that no task can act without them."""
+
+    IDS: str | None = None
+
+    def requested(self, shard: int, of: int) -> list[int]:
+        """The run's requested ids in shard `shard` of `of` (an entity's shard is id % of)."""
+        ids = getattr(self, self.IDS) if self.IDS else None
+        return [i for i in ids or () if i % of == shard]
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

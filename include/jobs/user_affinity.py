@@ -17,8 +17,13 @@ backfill may run beside the scheduled run), reads their events in the window
 (one bulk query) and scores them with include/models/affinity.py, then replaces their rows in
 user_category_affinity and user_profiles (bulk COPY; TRUNCATE first on a full rebuild) and runs
 the post-checks, all in one transaction: a failing check rolls back and the previous values stay.
-`publish` rewrites the users' Redis hashes `affinity:user:{id}` (category -> affinity) and only
-then moves the watermark, so a failed publish is redone by the retry or the next run.
+`publish` rewrites the users' Redis hashes `affinity:user:{id}` (category -> affinity), each user
+atomically and cluster-safe, and only then moves the watermark, so a failed publish is redone by
+the retry or the next run. Only a whole run (every changed user, every feature) moves it, to its
+as_of: a run for some users or features (a backfill's conf) leaves other rows as they were. A
+whole run with an as_of older than the watermark is a full rebuild (AffinityRun.from_params), so
+the tables then describe that as_of and the watermark goes back with them: kept newer, the next
+incremental run would skip the users whose events changed in between.
 The tables live on the source_db connection, beside the events the statements read.
 """
 from __future__ import annotations
@@ -155,7 +160,7 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
     """Recompute the changed users' affinities and profiles (include/models/affinity.py over their
     events), then replace their rows and check them in one transaction. A backfill passes
     `user_ids` (recompute exactly those users) and/or `features` (a subset of FEATURES); the
-    affinity/profile count check needs both features."""
+    affinity/profile count check needs both features. The stats say which, for publish."""
     from include.models.affinity import user_affinity
     from include.runtime.bulk_writer import BulkWriter
 
@@ -166,6 +171,8 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
               "run_key": run.run_key, "created_at": updated_at,
               "stale_before": updated_at - dt.timedelta(days=RECOMPUTE_KEEP_DAYS)}
     features = list(features or FEATURES)
+    if not features or set(features) - set(FEATURES):
+        raise ValueError(f"features must be a non-empty subset of {sorted(FEATURES)}, got {features}")
     with Database(SOURCE_CONN_ID) as db:
         _mark_recomputed(db, params, user_ids)
         events = db.bulk_frame("user_affinity_events", params)
@@ -199,15 +206,17 @@ def compute(run: AffinityRun, input_stats: dict[str, Any] | None = None, updated
             raise
     stats = {"mode": "full" if run.full_rebuild else "incremental", "users_recomputed": row["recomputed_users"],
              "affinity_rows": row["affinity_rows"], "affinity_users": row["affinity_users"],
-             "profiles": row["profiles"], "seconds": round(time.monotonic() - started, 3)}
+             "profiles": row["profiles"], "seconds": round(time.monotonic() - started, 3),
+             "features": sorted(features), "some_users": user_ids is not None}
     log_summary(f"user_affinity committed (as_of {run.as_of.isoformat()})", stats)
     return stats
 
 
-# Replaces each user's hash in one server-side call per chunk: DEL, then HSET of its fields (and
-# EXPIRE). redis-py packs commands in pure Python at about 10,000 users a second; a script fed
-# flat JSON arrays moves the per-user loop into Redis. The keys travel as KEYS (cluster-safe
-# when a chunk's keys share a slot; on a single node any keys do).
+# Replaces users' hashes in one server-side call per batch: DEL, then HSET of its fields (and
+# EXPIRE), each user atomic. redis-py packs commands in pure Python at about 10,000 users a second;
+# a script fed flat JSON arrays moves the per-user loop into Redis. A batch's keys all hash to one
+# slot (a script's keys must on Redis Cluster); the batches go through non-transactional pipelines
+# as EVAL (redis-py's cluster pipeline refuses EVALSHA; Redis caches the compiled script anyway).
 _REPLACE_HASHES = """
 local data = cjson.decode(ARGV[1])
 local counts, fields, values = data[1], data[2], data[3]
@@ -233,11 +242,13 @@ return #KEYS
 
 def write_hashes(cache: RedisCache, rows, key: str, ttl: int | None, chunk_users: int = 2000) -> dict[str, int]:
     """Replace each user's hash with its (category, affinity) rows, rows sorted by user; a user whose
-    only row has a null category loses the hash. Each chunk of users is replaced atomically."""
+    only row has a null category loses the hash. Each user's replacement is atomic: a reader sees
+    the old or the new hash, never none. About `chunk_users` users go to Redis per round trip."""
     import json
 
     import numpy as np
     import pandas as pd
+    from redis.crc import key_slot
 
     users = rows["user_id"].to_numpy()
     if len(users) == 0:
@@ -245,44 +256,62 @@ def write_hashes(cache: RedisCache, rows, key: str, ttl: int | None, chunk_users
     has = pd.notna(rows["category"]).to_numpy()
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     counts = np.add.reduceat(has.astype(np.int64), starts)
-    offsets = np.r_[0, np.cumsum(counts)]
-    fields = rows["category"].to_numpy(dtype=object)[has].tolist()
-    values = list(map(repr, rows["affinity"].to_numpy(dtype=float)[has].tolist()))
-    keys = [key.format(user_id=u) for u in users[starts].tolist()]
-    script = cache.client.register_script(_REPLACE_HASHES)
+    keys = np.array([key.format(user_id=u) for u in users[starts].tolist()], dtype=object)
+    # users (and their fields) in hash-slot order, so each slot's users are one contiguous run
+    slots = np.fromiter((key_slot(k.encode()) for k in keys), dtype=np.int64, count=len(keys))
+    order = np.argsort(slots, kind="stable")
+    field_order = np.argsort(np.repeat(slots, counts), kind="stable")
+    keys, counts, slots = keys[order].tolist(), counts[order], slots[order]
+    offsets = np.r_[0, np.cumsum(counts)].tolist()
+    fields = rows["category"].to_numpy(dtype=object)[has][field_order].tolist()
+    values = list(map(repr, rows["affinity"].to_numpy(dtype=float)[has][field_order].tolist()))
+    slot_starts = np.flatnonzero(np.r_[True, slots[1:] != slots[:-1]]).tolist() + [len(keys)]
+    hashes, counts = int((counts > 0).sum()), counts.tolist()
+
+    pipe = cache.client.pipeline(transaction=False)
     progress = Progress("affinity hashes", len(keys), every=max(chunk_users * 50, 1))
-    for a in range(0, len(keys), chunk_users):
-        b = min(a + chunk_users, len(keys))
-        payload = json.dumps([counts[a:b].tolist(), fields[offsets[a]:offsets[b]], values[offsets[a]:offsets[b]]])
-        script(keys=keys[a:b], args=[payload, int(ttl or 0)])
-        progress.update(succeeded=b - a)
-    hashes = int((counts > 0).sum())
+    queued = 0
+    for first, end in zip(slot_starts[:-1], slot_starts[1:]):
+        for a in range(first, end, chunk_users):
+            b = min(a + chunk_users, end)
+            payload = json.dumps([counts[a:b], fields[offsets[a]:offsets[b]], values[offsets[a]:offsets[b]]])
+            pipe.execute_command("EVAL", _REPLACE_HASHES, b - a, *keys[a:b], payload, int(ttl or 0))
+            queued += b - a
+        if queued >= chunk_users or end == len(keys):
+            pipe.execute()
+            progress.update(succeeded=queued)
+            queued = 0
     return {"users": len(keys), "hashes": hashes, "deleted": len(keys) - hashes}
 
 
-def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | None = None,
-            move_watermark: bool = True) -> dict[str, Any]:
-    """The recomputed users' Redis hashes, then the watermark, then the run metrics; the run's set of
-    users to recompute is cleared last. A backfill of a past date or of some users passes
-    move_watermark=False: the watermark never goes back."""
+def publish(run: AffinityRun, stats: dict[str, Any], started_at: dt.datetime | None = None) -> dict[str, Any]:
+    """The recomputed users' Redis hashes (when the run computed affinities), then the watermark
+    (whole runs only), then the run metrics; the run's set of users to recompute is cleared last.
+    `stats` are compute's."""
     started = time.monotonic()
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    features = stats["features"]
+    written = {"users": 0, "hashes": 0, "deleted": 0}
     with Database(SOURCE_CONN_ID) as db:
-        rows = db.bulk_frame("user_affinity_redis_rows", {"run_key": run.run_key})
-        cache = RedisCache()
-        try:
-            written = write_hashes(cache, rows, config.get("AFFINITY_KEY"), run.ttl or None)
-        finally:
-            cache.close()
-        if move_watermark:
+        if "affinity" in features:
+            rows = db.bulk_frame("user_affinity_redis_rows", {"run_key": run.run_key})
+            cache = RedisCache()
+            try:
+                written = write_hashes(cache, rows, config.get("AFFINITY_KEY"), run.ttl or None)
+            finally:
+                cache.close()
+        moves = not stats["some_users"] and len(features) == len(FEATURES)
+        if moves:
             db.execute("upsert_job_watermark", {"job": JOB, "watermark": run.as_of, "updated_at": now})
+        watermark = run.as_of if moves else db.scalar("job_watermark", {"job": JOB})
         db.execute("delete_user_affinity_recompute",
                    {"run_key": run.run_key, "stale_before": now - dt.timedelta(days=RECOMPUTE_KEEP_DAYS)})
     elapsed = ((dt.datetime.now(dt.timezone.utc) - started_at).total_seconds() if started_at
                else stats.get("seconds", 0.0) + time.monotonic() - started)
     metrics.quality(JOB, "users_recomputed", stats.get("users_recomputed", 0))
     metrics.job_run(JOB, "success", elapsed, stats.get("users_recomputed", 0))
-    summary = {**stats, **{f"redis_{k}": v for k, v in written.items()}, "watermark": run.as_of.isoformat(),
+    summary = {**stats, **{f"redis_{k}": v for k, v in written.items()}, "watermark_moved": moves,
+               "watermark": watermark.isoformat() if watermark else None,
                "redis_seconds": round(time.monotonic() - started, 3)}
     log_summary("user_affinity published", summary)
     return summary

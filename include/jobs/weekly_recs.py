@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.jobs.publication import not_older
-from include.jobs.run_params import RunSettings, as_of_date, int_param
+from include.jobs.run_params import RunSettings, as_of_date, entity_ids, int_param
 from include.jobs.sharding import failure_rate, shard_plan, total
 from include.runtime import artifacts, config, dead_letters, metrics, source_quality, staging
 from include.runtime.bulk_writer import BulkWriter
@@ -54,7 +54,8 @@ class RecsRun(RunSettings):
     history_days: int
     ttl: int
     run_key: str
-    user_ids: list[int] | None = None
+    user_ids: list[int] | None = None  # only these customers (a backfill, a re-drive)
+    IDS = "user_ids"
 
     @classmethod
     def from_params(cls, params: dict[str, Any], run_date: dt.date, today: dt.date, run_key: str) -> "RecsRun":
@@ -70,7 +71,7 @@ class RecsRun(RunSettings):
                    shard_count=int_param(params, "shard_count", "RECS_WORKERS"), limit=params.get("limit"),
                    dry_run=bool(params.get("dry_run", False)), active_days=config.get_int("RECS_ACTIVE_DAYS"),
                    history_days=config.get_int("RECS_HISTORY_DAYS"), ttl=config.get_int("RECS_TTL"), run_key=run_key,
-                   user_ids=sorted({int(i) for i in params["user_ids"]}) if params.get("user_ids") else None)
+                   user_ids=entity_ids(params.get("user_ids")))
 
     @property
     def until(self) -> dt.datetime:
@@ -91,7 +92,7 @@ def plan(run: RecsRun) -> list[dict[str, int]]:
     max_customer = int(active["customer_id"].iloc[-1]) if run.limit is not None and len(active) else _NO_LIMIT
     shards = [{**s, "max_customer": max_customer} for s in shard_plan(len(active), run.shard_count)]
     if run.user_ids is not None:  # only the shards holding a requested customer
-        shards = [s for s in shards if any(i % s["of"] == s["shard"] for i in run.user_ids)]
+        shards = [s for s in shards if run.requested(s["shard"], s["of"])]
     log.info("as_of %s (%s): %d active customers in %d shards", run.as_of, run.week, len(active), len(shards))
     return shards
 
@@ -343,7 +344,7 @@ def publish_shard(run: RecsRun, descriptor: dict[str, int]) -> dict[str, Any]:
         if run.user_ids is None:
             before = results.frame("weekly_recommendation_customers", params)["customer_id"].astype("int64").tolist()
         else:
-            before = [c for c in run.user_ids if c % of == shard]
+            before = run.requested(shard, of)
         cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
         try:
             written, fresh = write_keys(cache, rows, expires_at)
@@ -367,8 +368,6 @@ def write_keys(cache: RedisCache, rows, expires_at: int | None = None) -> tuple[
     """SET the `{week}:{customer_id}` documents of `rows` (WeeklyRecommendation rows sorted by
     customer and rank), each to expire at `expires_at` or, without it, at the rows' own ExpiresAt;
     (keys written, customers written). Shared by publish and restore."""
-    import pandas as pd
-
     key = config.get("RECS_KEY")
     documents = recommendation_documents(rows)
     if expires_at is not None:

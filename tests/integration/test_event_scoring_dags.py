@@ -64,3 +64,33 @@ def test_user_affinity_dag_full_then_incremental(dag_runner, database, redis_cli
     out = dag_runner("user_affinity", {"as_of": AS_OF})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "incremental since 2024-06-01T23:00:00" in out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def user_affinity_params():
+    from pathlib import Path
+
+    from airflow.models import DagBag
+
+    path = Path(__file__).resolve().parents[2] / "dags" / "user_affinity.py"
+    return DagBag(dag_folder=str(path)).dags["user_affinity"].params
+
+
+@pytest.mark.parametrize("name, value, ok", [
+    ("user_ids", None, True), ("user_ids", [1, 2], True), ("user_ids", list(range(1, 10_001)), True),
+    ("user_ids", list(range(1, 10_002)), False), ("user_ids", [0], False), ("user_ids", ["7"], False),
+    ("features", None, True), ("features", ["profiles"], True), ("features", ["affinity", "profiles"], True),
+    ("features", [], False), ("features", ["popularity"], False),
+])
+def test_user_affinity_params_bound_the_conf(user_affinity_params, name, value, ok):
+    """A backfill triggers user_affinity with these: at most 10,000 ids >= 1; a non-empty subset of features."""
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    param = copy.deepcopy(user_affinity_params.get_param(name))
+    if ok:
+        assert param.resolve(value) == value
+    else:
+        with pytest.raises(ParamValidationError):
+            param.resolve(value)

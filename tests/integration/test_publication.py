@@ -184,3 +184,26 @@ def _active_ids(run) -> list[int]:
 
     with Database(SOURCE_CONN_ID) as db:
         return db.frame("active_customers", run.query_params())["customer_id"].astype("int64").tolist()
+
+
+def test_real_failures_trip_the_failure_rate_and_coverage_gates(published, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.jobs import weekly_recs as job
+    from include.models.recommender import HybridRecommender
+
+    run = job.RecsRun.from_params({"as_of_date": AS_OF, "shard_count": 2}, None, pd.Timestamp.now().date(), "gates")
+    model_dir = job.prepare(run)["model_dir"]
+    recommend, active = HybridRecommender.recommend, sorted(_active_ids(run))
+    broken = set(active[:len(active) // 12])  # 8% of the customers: above the 5% failure limit
+
+    def some_raise(self, orders, customer_ids, as_of):
+        if broken & set(customer_ids.tolist()):
+            raise ArithmeticError("a history the model cannot score")
+        return recommend(self, orders, customer_ids, as_of)
+
+    monkeypatch.setattr(HybridRecommender, "recommend", some_raise)
+    stats = [job.process_shard(run, d, model_dir) for d in job.plan(run)]
+    assert sum(s["failed"] for s in stats) == len(broken) and sum(s["customers"] for s in stats) == len(active)
+    with pytest.raises(AirflowFailException, match=r"validation failed \(coverage, failure_rate\)"):
+        job.validate(run, stats)

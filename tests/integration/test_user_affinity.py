@@ -158,3 +158,18 @@ def test_a_backfill_between_compute_and_publish_keeps_its_own_users(database, re
         left = dict(cur.fetchall())
     database.conn.commit()
     assert left == {"backfill:one-user": 1}  # publish cleared its own run's set only
+
+
+def test_only_a_whole_run_moves_the_watermark(database, redis_client, synthetic):
+    """A run for some users or some features leaves the watermark; a whole run sets it to its as_of,
+    back too: older than the watermark it is a full rebuild, so the tables describe that as_of."""
+    _run(SECOND, full=True)
+    user = int(synthetic.customers["customer_id"].iloc[0])
+    run = _affinity_run(LATER)
+    assert not job.publish(run, job.compute(run, user_ids=[user]))["watermark_moved"]
+    assert not job.publish(run, job.compute(run, features=["profiles"]))["watermark_moved"]
+    assert job.read_watermark() == SECOND
+    older = _run(FIRST)
+    assert older["mode"] == "full" and older["watermark_moved"] and job.read_watermark() == FIRST
+    with pytest.raises(ValueError, match="features must be a non-empty subset"):
+        job.compute(run, features=["popularity"])

@@ -160,20 +160,17 @@ def test_llm_generator_shows_the_facts_counts_bad_replies_and_aborts(stats):
     assert errors.str.contains("all keys gone").all()
 
 
-def test_run_user_ids_stay_out_of_xcom_and_split_by_shard():
+def test_run_user_ids_travel_with_the_settings_and_split_by_shard():
     import datetime as dt
 
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from include.jobs.order_insights import InsightsRun, user_ids
+    from include.jobs.order_insights import InsightsRun
+    from include.jobs.run_params import entity_ids
 
     run = InsightsRun(as_of=dt.date(2024, 5, 31), days=30, min_orders=5, cache_ttl=86400, shard_count=2, limit=None,
                       generator="rules", dry_run=False, max_failure_rate=0.05, llm_conn_id="insights_llm",
-                      run_key="manual__1", user_ids=user_ids([9, 4, 4, 7]))
+                      run_key="manual__1", user_ids=entity_ids([9, 4, 4, 7]))
     data = run.to_dict()
-    assert "user_ids" not in data and json.loads(json.dumps(data)) == data
-    assert InsightsRun.from_dict(data, [9, 4, 7]) == run and InsightsRun.from_dict(data).user_ids is None
+    assert data["user_ids"] == [4, 7, 9] and json.loads(json.dumps(data)) == data
+    assert InsightsRun.from_dict(data) == run
     assert run.requested(0, 2) == [4] and run.requested(1, 2) == [7, 9]
-    for bad in ([], [0, 3]):
-        with pytest.raises(AirflowFailException, match="user_ids must be 1 to 10000 customer ids >= 1"):
-            user_ids(bad)
+    assert InsightsRun.from_dict({**data, "user_ids": None}).requested(0, 2) == []

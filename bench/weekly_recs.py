@@ -173,13 +173,16 @@ def main() -> None:
         stats = list(pool.map(_measured, [job.process_shard] * n, [run] * n, shards, [prepared["model_dir"]] * n))
     worker_peak_mb = max(s.pop("peak_memory_mb") for s in stats)
     summary = job.validate(run, stats)
-    job.publish(run, summary, job.feedback(run), None)
+    with ProcessPoolExecutor(args.parallel, mp_context=forkserver) as pool:
+        published = list(pool.map(job.publish_shard, [run] * len(shards), shards))
+    job.finalize(run, summary, job.feedback(run), None)
     e2e_seconds = time.monotonic() - started
     customers = summary["customers"]
     shard_seconds = [s["seconds"] for s in stats]
     say(f"end to end: {customers:,} customers in {e2e_seconds:.1f}s ({customers / e2e_seconds:.0f}/s); "
         f"prepare {prepared_at - started:.1f}s ({prepared['peak_memory_mb']:,.0f} MB), slowest shard "
-        f"{max(shard_seconds):.1f}s ({worker_peak_mb:,.0f} MB)")
+        f"{max(shard_seconds):.1f}s ({worker_peak_mb:,.0f} MB), slowest publish "
+        f"{max(p['seconds'] for p in published):.1f}s")
 
     with Database("source_db") as db:
         active = db.frame("active_customers", run.query_params())["customer_id"].to_numpy()

@@ -12,13 +12,13 @@ triggers the job's DAG with that date's conf (run id `backfill__<this run>__<as_
 for it, one date at a time, oldest first, so the job's per-shard retries, validation and staged
 publication apply unchanged and a live key is only replaced by a validated value. `report` writes
 one backfill_report row per date from each job run's state and summary; `check_outcome` fails
-the run when a date failed. The jobs never move recs:current_week, the run metadata keys or the
-user_affinity watermark back to an older date. Details: include/jobs/backfill.py.
+the run when a date failed. The jobs never move recs:current_week or the run metadata keys back
+to an older date; user_affinity's watermark follows its tables. Details: include/jobs/backfill.py.
 """
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-from nightshift_operators import BackfillJobRunOperator
+from nightshift_backfill import BackfillJobRunOperator
 
 from include.jobs.backfill import BACKFILL_POKE_SECONDS, FEATURES, JOBS, MAX_IDS
 from include.jobs.dag_defaults import DEFAULT_ARGS, START_DATE
@@ -69,7 +69,7 @@ def backfill():
 
         return job.job_runs(job.BackfillRun.from_dict(run), context["run_id"])
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="none_failed")  # after every date's run ended, or was skipped by a dry run
     def report(run: dict, items: list[dict], **context) -> dict:
         from include.jobs import backfill as job
 

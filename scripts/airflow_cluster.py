@@ -22,7 +22,7 @@ from pathlib import Path
 
 from include.runtime.services import EmbeddedRedis, fresh_database
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "e2e-" + secrets.token_hex(8)
 TIMEOUT = float(os.environ.get("NIGHTSHIFT_E2E_TIMEOUT", "420"))
 

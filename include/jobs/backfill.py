@@ -18,8 +18,10 @@ The conf each job gets (job_conf): forecast_worker {as_of_date, product_ids}; we
 the day), user_ids, features}; popularity and popular_segments {as_of}; cf_training {as_of_date,
 shadow: true} (trains and shadow-evaluates, never promotes); faiss_rebuild {}. The jobs
 themselves keep pointers from moving back: recs:current_week and the run metadata keys move only
-for a run of every entity not older than what they describe, user_affinity's watermark likewise;
-a run for some ids replaces only those ids' keys (and removes the keys of ids that now get
+for a run of every entity not older than what they describe; user_affinity's watermark moves
+with every run of all users and features (an older one is a full rebuild, so the watermark
+follows what the tables then hold) and never with a run for some users or features; a run for
+some ids replaces only those ids' keys (and removes the keys of ids that now get
 nothing).
 
 `report` reads each triggered run's state and its summary (the job's `validate` XCom) and writes

@@ -12,6 +12,7 @@ nothing a reader sees.
 from __future__ import annotations
 
 import datetime as dt
+import contextlib
 import json
 import logging
 import time
@@ -163,7 +164,7 @@ def backup_rows(recs, week: str, generated_at: dt.datetime):
         "GeneratedAt": pd.Timestamp(generated_at).tz_convert(None).floor("s"),
         "ProductName": recs["product_name"].astype(str), "Category": recs["category"].astype(str),
         "PredictedQuantity": recs["predicted_quantity"].astype(float),
-        "LastPurchased": last.dt.normalize(),
+        "LastPurchased": last.dt.normalize().astype("datetime64[s]"),
         "PurchaseFrequencyDays": recs["purchase_frequency_days"].astype(float),
     }).reset_index(drop=True)
 
@@ -247,7 +248,9 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
               "order_lines": 0}
     score_min, score_max = 1.0, 0.0
     failures: list[dict[str, Any]] = []
-    staged = []
+    generated_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    empty = backup_rows(pd.DataFrame(columns=list(_RECS_COLUMNS)), run.week, generated_at)
+    stage = contextlib.nullcontext(len) if run.dry_run else staging.writing(JOB, run.run_key, shard, of, empty)
     try:
         active = source.frame("active_customers", window)["customer_id"].to_numpy()
         if run.user_ids is not None:
@@ -257,38 +260,33 @@ def process_shard(run: RecsRun, descriptor: dict[str, int], model_dir: str, batc
                                              run.dry_run)
         model = HybridRecommender.load(model_dir)
         wanted = min(run.top_n, len(model.item_ids_))
-        generated_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         progress = Progress(f"shard {shard + 1}/{of} customers", len(active), every=batch_size)
-        for part, history in _history_parts(source, window, active, read_size):
-            totals["order_lines"] += len(history)
-            for first in range(0, len(part), batch_size):
-                batch = part[first:first + batch_size]
-                failed_before = len(failures)
-                recs = _recommend_isolated(model, history, batch, run.as_of, failures)
-                served = recs.groupby("customer_id").size() if recs is not None else pd.Series(dtype="int64")
-                short = [int(c) for c in batch if served.get(c, 0) < wanted and
-                         c not in {f["customer_id"] for f in failures[failed_before:]}]
-                failures += [{"customer_id": c, "error": f"got {int(served.get(c, 0))} of {wanted} recommendations",
-                              "stack_trace": None} for c in short]
-                totals["customers"] += len(batch)
-                if recs is not None and len(recs):
-                    score_min = min(score_min, float(recs["score"].min()))
-                    score_max = max(score_max, float(recs["score"].max()))
-                    totals["recommendations"] += len(recs)
-                    totals["discovery_recommendations"] += int((recs["source"] == "discovery").sum())
-                    staged.append(backup_rows(recs, run.week, generated_at))
-                progress.update(succeeded=len(batch) - (len(failures) - failed_before),
-                                failed=len(failures) - failed_before)
+        with stage as write:
+            for part, history in _history_parts(source, window, active, read_size):
+                totals["order_lines"] += len(history)
+                for first in range(0, len(part), batch_size):
+                    batch = part[first:first + batch_size]
+                    failed_before = len(failures)
+                    recs = _recommend_isolated(model, history, batch, run.as_of, failures)
+                    served = recs.groupby("customer_id").size() if recs is not None else pd.Series(dtype="int64")
+                    raised = {f["customer_id"] for f in failures[failed_before:]}
+                    short = [int(c) for c in batch if served.get(c, 0) < wanted and c not in raised]
+                    failures += [{"customer_id": c, "error": f"got {int(served.get(c, 0))} of {wanted} "
+                                  "recommendations", "stack_trace": None} for c in short]
+                    totals["customers"] += len(batch)
+                    if recs is not None and len(recs):
+                        score_min = min(score_min, float(recs["score"].min()))
+                        score_max = max(score_max, float(recs["score"].max()))
+                        totals["recommendations"] += len(recs)
+                        totals["discovery_recommendations"] += int((recs["source"] == "discovery").sum())
+                        totals["staged_rows"] += write(backup_rows(recs, run.week, generated_at))
+                    progress.update(succeeded=len(batch) - (len(failures) - failed_before),
+                                    failed=len(failures) - failed_before)
     finally:
         source.close()
 
-    if not run.dry_run:
-        rows = pd.concat(staged, ignore_index=True) if staged else backup_rows(
-            pd.DataFrame(columns=list(_RECS_COLUMNS)), run.week, generated_at)
-        totals["staged_rows"] = len(rows)
-        staging.save(JOB, run.run_key, shard, of, rows)
-        if failures:
-            _record_failures(run, job_id, shard, of, failures)
+    if not run.dry_run:  # also when none failed: a retried shard replaces its earlier letters
+        _record_failures(run, job_id, shard, of, failures)
     scored = totals["recommendations"] > 0
     stats = {"shard": shard, "of": of, **totals, "successful": progress.succeeded, "failed": progress.failed,
              **bad_rows, "score_min": round(score_min, 6) if scored else None,

@@ -6,10 +6,11 @@ publish never reads half of one. Nothing a reader uses changes when a shard stag
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from include.runtime import artifacts
 
@@ -35,6 +36,33 @@ def save(job: str, run_key: str, shard: int, of: int, frame: "pd.DataFrame") -> 
     frame.reset_index(drop=True).to_parquet(partial, index=False)
     os.replace(partial, target)
     return target
+
+
+@contextlib.contextmanager
+def writing(job: str, run_key: str, shard: int, of: int,
+            empty: "pd.DataFrame") -> Iterator[Callable[["pd.DataFrame"], int]]:
+    """Stage a shard's results part by part, so a long shard never holds them all: yields a
+    function taking each part (the same columns and dtypes as `empty`); the file takes its place
+    only when the block ends without error, `empty` when no part came."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = path(job, run_key, shard, of)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.part")
+    schema = pa.Schema.from_pandas(empty, preserve_index=False)
+    with pq.ParquetWriter(partial, schema) as parquet:
+        def write(frame: "pd.DataFrame") -> int:
+            parquet.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+            return len(frame)
+
+        try:
+            yield write
+        except BaseException:
+            parquet.close()
+            partial.unlink(missing_ok=True)
+            raise
+    os.replace(partial, target)
 
 
 def load(job: str, run_key: str, shard: int, of: int) -> "pd.DataFrame":

@@ -196,3 +196,35 @@ def test_keep_weeks_and_retention_days_follow_the_params(redis_client, database,
     real = job.expire_dead_letters(_run(dead_letter_days=2))
     assert real == {"dead_letters_deleted": 3}
     assert _snapshot(redis_client, database)["letters"] == ["young:1/1"]
+
+
+def test_restore_week_rewrites_the_weeks_keys_from_the_backup_table(dag_runner, redis_client, database):
+    """The maintenance DAG's restore_week param: Redis lost the week, the table gives it back."""
+    week = _week(_now().date())
+    expires = (_now() + DAY).replace(tzinfo=None, microsecond=0)
+    with database.conn.cursor() as cur:
+        cur.execute('DELETE FROM "WeeklyRecommendation" WHERE "Week" = %s', (week,))
+        cur.executemany(
+            'INSERT INTO "WeeklyRecommendation" ("CustomerID", "Week", "ProductID", "Rank", "Score", "Source", '
+            '"GeneratedAt", "ProductName", "Category", "PredictedQuantity", "LastPurchased", '
+            '"PurchaseFrequencyDays", "ExpiresAt") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)',
+            [(7, week, 11, 1, 0.91234, "repeat", dt.datetime(2024, 6, 3, 6), "Tea", "Drinks", 2.0,
+              dt.date(2024, 5, 20), 14.0, expires),
+             (7, week, 12, 2, 0.5, "discovery", dt.datetime(2024, 6, 3, 6), "Cups", "Home", None, None, None, expires),
+             (8, week, 11, 1, 0.7, "similar", dt.datetime(2024, 6, 3, 6), "Tea", "Drinks", None, None, None,
+              dt.datetime(2000, 1, 1))])  # already expired: stays gone
+    database.conn.commit()
+    redis_client.set("recs:current_week", week)
+
+    out = dag_runner("maintenance", {"restore_week": week}, env=ENV)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert _summary_value(out.stdout + out.stderr, "week_keys_restored") == 1
+    assert redis_client.exists(f"{week}:8") == 0
+    assert abs(redis_client.execute_command("EXPIRETIME", f"{week}:7") - expires.replace(
+        tzinfo=dt.timezone.utc).timestamp()) <= 1
+    assert json.loads(redis_client.get(f"{week}:7")) == {
+        "customer_id": 7, "week": week, "generated_at": "2024-06-03T06:00:00+00:00", "recommendations": [
+            {"product_id": 11, "product_name": "Tea", "score": 0.9123, "source": "repeat", "category": "Drinks",
+             "predicted_quantity": 2.0, "last_purchased": "2024-05-20", "purchase_frequency_days": 14.0, "rank": 1},
+            {"product_id": 12, "product_name": "Cups", "score": 0.5, "source": "discovery", "category": "Home",
+             "predicted_quantity": None, "last_purchased": None, "purchase_frequency_days": None, "rank": 2}]}

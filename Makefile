@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: demo test bench venv embeddings clean
+.PHONY: demo test venv embeddings clean
 
 venv: $(VENV)/.installed
 

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from bench._common import bench_services, emit, load_synthetic_orders, peak_memory_mb, say
+from bench._common import bench_services, emit, keep_argument, load_synthetic_orders, peak_memory_mb, say
 
 AS_OF = dt.date(2024, 12, 29)
 SEED_WORKERS = 10
@@ -76,10 +76,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=None, help="default: 2.5 per product")
     parser.add_argument("--baseline-products", type=int, default=500)
     parser.add_argument("--shards", type=int, default=10)
+    keep_argument(parser)
     args = parser.parse_args()
     customers = args.customers or int(args.products * 2.5)
 
-    services = bench_services("nightshift_bench_forecast")
+    services = bench_services("nightshift_bench_forecast", keep=args.keep)
     from include.jobs import forecast_worker as job
     from include.models.forecast import ForecastEngine
     from include.runtime.database import Database

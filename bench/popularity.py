@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from bench import _events
-from bench._common import bench_services, emit, peak_memory_mb, say
+from bench._common import bench_services, emit, keep_argument, peak_memory_mb, say
 
 AS_OF = dt.datetime(2024, 12, 29, 23)
 TARGET_S, SEED_TARGET_S = 5.0, 30.0
@@ -33,9 +33,10 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=100.0, help="events spread over this many days before as_of")
     parser.add_argument("--repeats", type=int, default=2, help="scoring runs (the best is reported)")
     parser.add_argument("--skip-pandas", action="store_true")
+    keep_argument(parser)
     args = parser.parse_args()
 
-    services = bench_services("nightshift_bench_popularity")
+    services = bench_services("nightshift_bench_popularity", keep=args.keep)
     try:
         from include.jobs import popularity as job
         from include.models.popularity import Decay, popularity_scores

@@ -20,7 +20,7 @@ import datetime as dt
 import time
 
 from bench import _events
-from bench._common import bench_services, emit, peak_memory_mb, say
+from bench._common import bench_services, emit, keep_argument, peak_memory_mb, say
 
 AS_OF = dt.datetime(2024, 12, 29, 23)
 TARGET_S, SEED_TARGET_S = 60.0, 300.0
@@ -52,10 +52,11 @@ def main() -> None:
     parser.add_argument("--favourite-share", type=float, default=0.8,
                         help="share of a user's events in its 3 favourite categories")
     parser.add_argument("--skip-pandas", action="store_true")
+    keep_argument(parser)
     args = parser.parse_args()
     n_events = int(args.users * args.events_per_user)
 
-    services = bench_services("nightshift_bench_user_affinity")
+    services = bench_services("nightshift_bench_user_affinity", keep=args.keep)
     try:
         import redis
 

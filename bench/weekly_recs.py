@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 
-from bench._common import bench_services, emit, load_synthetic_orders, peak_memory_mb, say
+from bench._common import bench_services, emit, keep_argument, load_synthetic_orders, peak_memory_mb, say
 
 AS_OF = dt.date(2024, 12, 29)
 WEEK = "2024-W52"
@@ -147,10 +147,11 @@ def main() -> None:
                         help="sample size of the history-only baseline (hundreds of customers/s); 0 skips it")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="shards at a time")
     parser.add_argument("--reuse-data", action="store_true",
-                        help="keep the data of the previous run of this benchmark (same sizes) instead of loading anew")
+                        help="use the data a previous run left with --keep (same sizes) instead of loading anew")
+    keep_argument(parser)
     args = parser.parse_args()
 
-    services = bench_services("nightshift_bench_recs", fresh=not args.reuse_data)
+    services = bench_services("nightshift_bench_recs", fresh=not args.reuse_data, keep=args.keep)
     from include.jobs import weekly_recs as job
     from include.runtime.database import Database
 

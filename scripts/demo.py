@@ -42,8 +42,8 @@ JOBS = {
     # the week before AS_OF again for five customers, through a triggered weekly_recs run: their 2024-W51
     # keys and the report row; the metadata (and recs:current_week) stay on 2024-W52
     "backfill": {"conf": {"job": "weekly_recs", "start_date": "2024-12-16", "end_date": "2024-12-22",
-                          "user_ids": [1, 2, 3, 4, 5]}, "meta": "recs:metadata:last_run", "keys": "2024-W51:*",
-                 "tables": ["backfill_report"], "cluster": True},
+                          "user_ids": [1, 2, 3, 4, 5]}, "meta": None, "keys": "2024-W51:*",
+                 "tables": ["backfill_report"], "cluster": True, "report": True},
     # last: expires what the jobs above left behind (its summary is in the run log); the tables it trims
     "maintenance": {"conf": {}, "meta": None, "keys": None, "tables": ["dead_letter", "backfill_report"]},
 }
@@ -89,12 +89,15 @@ def _run_on_cluster(env: dict[str, str], job: str, conf: dict) -> tuple[int, str
         return (0, "") if state == "success" else (1, cluster.logs())
 
 
-def _load_data(env: dict[str, str]) -> dict:
+def _load_data(env: dict[str, str], scratch: str | None) -> dict:
+    """`scratch`: the name of a database the demo owns (its embedded server keeps its data between
+    runs), whose order data it replaces; any other must hold none (load_data refuses)."""
     os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW")})
     from scripts import load_data, migrate
 
     migrate.main()
-    return load_data.main(["synthetic", *(f"--{k}={v}" for k, v in DATA.items())])["written"]
+    replace = ["--replace", f"--confirm={scratch}"] if scratch else []
+    return load_data.main(["synthetic", *replace, *(f"--{k}={v}" for k, v in DATA.items())])["written"]
 
 
 def _report(job: str, spec: dict) -> None:
@@ -120,6 +123,15 @@ def _report(job: str, spec: dict) -> None:
                 print(f"    table {table}: {cur.fetchone()[0]} rows")
             db.conn.commit()
     cache.close()
+    if spec.get("report"):  # per date: what the triggered job run did with the ids, and why some got nothing
+        with Database("recs_db") as db, db.conn.cursor() as cur:
+            cur.execute("SELECT as_of, succeeded, failed, skipped, detail FROM backfill_report ORDER BY as_of")
+            for as_of, succeeded, failed, skipped, raw in cur.fetchall():
+                detail = json.loads(raw)
+                print(f"    report {as_of}: {detail['status']}, succeeded {succeeded}, failed {failed}, "
+                      f"skipped {skipped}"
+                      + (f" ({detail['skipped_reason']})" if detail.get("skipped_reason") else "")
+                      + f"; job run {detail['run_id']}")
     if spec.get("artifacts"):  # a versioned model: its pointer and versions under the artifact root
         from urllib.parse import unquote, urlsplit
 
@@ -157,7 +169,8 @@ def main() -> int:
                 return out.returncode
         print(f"airflow metadata database ready in {time.monotonic() - started:.1f}s ({env['AIRFLOW_HOME']})")
         started = time.monotonic()
-        written = _load_data(env)
+        own = origin["postgres"] == "embedded"  # started here under .run/: a scratch database
+        written = _load_data(env, services.postgres_url.rsplit("/", 1)[1] if own else None)
         print(f"synthetic order data loaded in {time.monotonic() - started:.1f}s: {written}")
 
         present = {p.stem for p in (ROOT / "dags").glob("*.py")}

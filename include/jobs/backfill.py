@@ -174,6 +174,16 @@ def dates(run: BackfillRun) -> list[dict[str, str]]:
 # The job task whose XCom holds a run's counts, and the fields that count entities.
 SUMMARY_TASK = {"forecast_worker": "validate", "weekly_recs": "validate", "order_insights": "validate",
                 "user_affinity": "compute"}
+# Why a requested id a job run did not process was skipped: the job's eligibility at that date.
+SKIP_REASONS = {
+    "forecast_worker": "not forecastable at that date (fewer than FORECAST_MIN_CUSTOMERS customers or "
+                       "FORECAST_MIN_ORDERS orders since FORECAST_HISTORY_START)",
+    "weekly_recs": "not an active customer at that date (no order in the RECS_ACTIVE_DAYS before it, or "
+                   "inactive, blocked or deleted)",
+    "order_insights": "not an insight user at that date (fewer than INSIGHTS_MIN_ORDERS orders in the "
+                      "INSIGHTS_DAYS before it, or blocked or deleted)",
+    "user_affinity": "no events in the window",
+}
 _COUNTS = {"forecast_worker": ("successful", "failed", "no_forecast"),
            "weekly_recs": ("successful", "failed", None), "order_insights": ("successful", "failed", None),
            "user_affinity": ("users_recomputed", None, None)}
@@ -230,6 +240,8 @@ def outcome(run: BackfillRun, item: dict[str, str], state: str | None, summary: 
     skipped = int(summary.get(none, 0)) if none else 0
     if run.ids is not None and good:  # requested ids the job did not process (not eligible then)
         skipped += max(len(run.ids) - succeeded - failed - skipped, 0)
+    if skipped:
+        row["skipped_reason"] = SKIP_REASONS.get(run.job)
     return {**row, "status": "partial" if failed else "succeeded", "succeeded": succeeded, "failed": failed,
             "skipped": skipped}
 

@@ -165,9 +165,11 @@ def test_unreachable_cache_stops_the_run_naming_the_connection(own_redis):
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 def _recs(week: str, customers, score: float) -> pd.DataFrame:
-    rows = [(c, week, 1000 + r, r, score, "repeat", pd.Timestamp("2024-06-03 06:00"))
-            for c in customers for r in range(1, 26)]
-    return pd.DataFrame(rows, columns=["CustomerID", "Week", "ProductID", "Rank", "Score", "Source", "GeneratedAt"])
+    rows = [(c, week, 1000 + r, r, score, "repeat", pd.Timestamp("2024-06-03 06:00"), f"Product {r}", "Tea", None,
+             None, None, pd.Timestamp("2024-06-11 06:00")) for c in customers for r in range(1, 26)]
+    return pd.DataFrame(rows, columns=["CustomerID", "Week", "ProductID", "Rank", "Score", "Source", "GeneratedAt",
+                                       "ProductName", "Category", "PredictedQuantity", "LastPurchased",
+                                       "PurchaseFrequencyDays", "ExpiresAt"])
 
 
 def _rows(url: str, week: str) -> list[tuple]:

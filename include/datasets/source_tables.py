@@ -20,19 +20,12 @@ log = logging.getLogger(__name__)
 # The seeds' order schema, as loaded here; every other table of the database is an output.
 SOURCE_TABLES = ("Client", "ClientAgreement", "Order", "OrderItem", "Product", "events")
 
-# Exact row counts of those source tables that exist, without creating any. Static text: the table
-# names travel as a bound list and PostgreSQL quotes them itself (format %I); SQL Server's counts
-# come from its catalogue (sys.partitions), which keeps them exact for heaps and clustered indexes.
-_ROW_COUNTS = {
-    "postgres": (
-        "SELECT table_name, (xpath('/row/n/text()', query_to_xml("
-        "format('SELECT count(*) AS n FROM %%I', table_name), false, true, '')))[1]::text::bigint "
-        "FROM information_schema.tables WHERE table_schema = current_schema() "
-        "AND table_type = 'BASE TABLE' AND table_name = ANY(%(tables)s)"),
-    "mssql": (
-        "SELECT t.name, SUM(p.rows) FROM sys.tables t JOIN sys.partitions p "
-        "ON p.object_id = t.object_id AND p.index_id IN (0, 1) "
-        "WHERE t.schema_id = SCHEMA_ID() AND t.name IN %(tables)s GROUP BY t.name"),
+# Which source tables exist, without creating any; their rows are then counted one table at a time
+# (names from SOURCE_TABLES only, quoted per dialect).
+_EXISTING = {
+    "postgres": ("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+                 "AND table_type = 'BASE TABLE'"),
+    "mssql": "SELECT name FROM sys.tables WHERE schema_id = SCHEMA_ID()",
 }
 _DATABASE_NAME = {"postgres": "SELECT current_database()", "mssql": "SELECT DB_NAME()"}
 
@@ -40,14 +33,19 @@ _DATABASE_NAME = {"postgres": "SELECT current_database()", "mssql": "SELECT DB_N
 def source_row_counts(db: Database) -> tuple[str, dict[str, int]]:
     """The database's name and the rows each existing source table holds: what `load_source`
     would delete. The loader CLI checks it before it replaces anything."""
-    tables = list(SOURCE_TABLES) if db.dialect == "postgres" else tuple(SOURCE_TABLES)
+    quote = (lambda t: f"[{t}]") if db.dialect == "mssql" else (lambda t: f'"{t}"')
     with db.conn.cursor() as cur:
         cur.execute(_DATABASE_NAME[db.dialect])
         name = cur.fetchone()[0]
-        cur.execute(_ROW_COUNTS[db.dialect], {"tables": tables})
-        counts = {table: int(rows) for table, rows in cur.fetchall()}
+        cur.execute(_EXISTING[db.dialect])
+        existing = {row[0] for row in cur.fetchall()}
+        counts = {}
+        for table in SOURCE_TABLES:
+            if table in existing:
+                cur.execute(f"SELECT count(*) FROM {quote(table)}")  # noqa: S608 - a name from SOURCE_TABLES
+                counts[table] = int(cur.fetchone()[0])
     db.conn.commit()
-    return name, {table: counts[table] for table in SOURCE_TABLES if table in counts}
+    return name, counts
 
 
 def load_source(db: Database, orders: pd.DataFrame, products: pd.DataFrame,

@@ -23,7 +23,7 @@ from pathlib import Path
 from include.runtime.services import EmbeddedRedis, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "e2e-" + secrets.token_hex(8)
+PASSWORD = secrets.token_hex(12)  # the admin user of this cluster, never reused
 TIMEOUT = float(os.environ.get("NIGHTSHIFT_E2E_TIMEOUT", "420"))
 
 

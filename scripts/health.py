@@ -13,7 +13,9 @@ include/runtime/metrics.py keeps: run it where Airflow's metadata DB is configur
 AIRFLOW__DATABASE__SQL_ALCHEMY_CONN), e.g. in the scheduler's container.
 
 Exit code (Nagios/Icinga convention, usable by any monitor): 0 OK, 1 WARNING, 2 CRITICAL,
-3 UNKNOWN (Redis unreachable). `--json` prints one JSON object; `--emit` also sends the results
+3 UNKNOWN: a check it could not perform (Redis unreachable or not configured, job state unreadable
+because the metadata database is not set up) is UNKNOWN with one line naming what is missing and
+the fix, never OK. Airflow's own log output is silenced; `--debug` shows it and the tracebacks. `--json` prints one JSON object; `--emit` also sends the results
 as StatsD gauges (nightshift.health.<check>, nightshift.job.<job>.data_age_seconds,
 nightshift.quality.weekly_recs.customers_cached) for the Grafana alerts.
 Redis comes from the `redis_default` Airflow connection (AIRFLOW_CONN_REDIS_DEFAULT works), or --redis-url.
@@ -23,7 +25,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import sys
+import traceback
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,6 +50,10 @@ JOBS: dict[str, tuple[str | None, str | None, float, float]] = {
     "user_affinity": (None, None, 26 * HOUR, 3 * DAY),
 }
 HEALTH_CHECKS = ("week_key", "week_customers", "forecast_failures", "metadata_age", "consecutive_failures")
+
+
+class Unreadable(Exception):
+    """A check's input cannot be read; the message says what is missing and how to fix it."""
 
 
 @dataclass
@@ -125,7 +133,12 @@ def check_metadata(client, now: dt.datetime, settings, state) -> list[Result]:
             if meta:
                 stamp, source = _parse_time(meta.get(field)), key
         if stamp is None:
-            stamp, source = _parse_time(state(job).get("last_success")), f"job state of {job}"
+            job_state = state(job)
+            if job_state is None:
+                results.append(Result(f"metadata_age:{job}", UNKNOWN, f"{job}: no run metadata in Redis and "
+                                                                      "the job state is unreadable (see job_state)"))
+                continue
+            stamp, source = _parse_time(job_state.get("last_success")), f"job state of {job}"
         if stamp is None:
             results.append(Result(f"metadata_age:{job}", WARNING, f"{job}: no run metadata found (never ran?)"))
             continue
@@ -156,32 +169,79 @@ def check_forecast(client, settings, max_rate: float) -> Result:
 def check_failures(state) -> list[Result]:
     results = []
     for job in JOBS:
-        count = int(state(job).get("consecutive_failures") or 0)
+        job_state = state(job)
+        if job_state is None:
+            results.append(Result(f"consecutive_failures:{job}", UNKNOWN,
+                                  f"{job}: job state unreadable (see job_state)"))
+            continue
+        count = int(job_state.get("consecutive_failures") or 0)
         status = CRITICAL if count >= 3 else WARNING if count >= 1 else OK
         results.append(Result(f"consecutive_failures:{job}", status, f"{job}: {count} failed runs in a row", count))
     return results
 
 
+def metadata_db_problem() -> str | None:
+    """Why the job state Variables cannot be read from Airflow's metadata database (None: they can)."""
+    url = "(not configured)"
+    try:
+        from airflow import settings
+        from sqlalchemy import inspect
+
+        url = settings.engine.url.render_as_string(hide_password=True)
+        if inspect(settings.engine).has_table("variable"):
+            return None
+        return (f"Airflow metadata database at {url} has no tables: run `airflow db migrate` or point "
+                "AIRFLOW_HOME / AIRFLOW__DATABASE__SQL_ALCHEMY_CONN at the scheduler's database")
+    except Exception as exc:
+        return (f"cannot reach the Airflow metadata database at {url} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}): point AIRFLOW_HOME / "
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN at the scheduler's database")
+
+
+def job_state_reader():
+    """`state(job)` from the JOB_STATE_KEY Airflow Variables (metrics.job_state), and the problem
+    (None if none) that makes a state not found there unreadable rather than "never ran"."""
+    from include.runtime import metrics
+
+    problem = metadata_db_problem()
+
+    def state(job: str) -> dict:
+        value = metrics.job_state(job)  # environment (AIRFLOW_VAR_...) and secrets backends still answer
+        if not value and problem:
+            raise Unreadable(problem)
+        return value
+
+    return state, problem
+
+
 def run_checks(client, now: dt.datetime | None = None, settings=None, count_keys: bool = True,
                state=None) -> list[Result]:
-    """Every check; `state(job)` gives the job state dict (default: metrics.job_state, the
-    JOB_STATE_KEY Airflow Variable), read once per job."""
-    from include.runtime import config, metrics
+    """Every check; `client` None: Redis is unreadable, only the job state checks run. `state(job)`
+    gives the job state dict (default: job_state_reader(), the JOB_STATE_KEY Airflow Variable), read
+    once per job; it raises Unreadable when it cannot tell, and those checks are UNKNOWN."""
+    from include.runtime import config
 
     settings = settings or config.get
     now = now or dt.datetime.now(dt.timezone.utc)
-    reader = state or metrics.job_state
-    cache: dict[str, dict] = {}
+    results: list[Result] = []
+    reader, problem = (state, None) if state else job_state_reader()
+    cache: dict[str, dict | None] = {}
 
-    def job_state(job: str) -> dict:
+    def job_state(job: str) -> dict | None:
         if job not in cache:
-            cache[job] = reader(job) or {}
+            try:
+                cache[job] = reader(job) or {}
+            except Unreadable:
+                cache[job] = None
         return cache[job]
 
-    results = check_week(client, now, settings, count_keys)
-    results += check_metadata(client, now, settings, job_state)
-    results.append(check_forecast(client, settings, float(settings("FORECAST_MAX_FAILURE_RATE"))))
+    if client is not None:
+        results += check_week(client, now, settings, count_keys)
+        results += check_metadata(client, now, settings, job_state)
+        results.append(check_forecast(client, settings, float(settings("FORECAST_MAX_FAILURE_RATE"))))
     results += check_failures(job_state)
+    if None in cache.values():  # one line with the fix; the checks it blocked point at it
+        results.insert(0, Result("job_state", UNKNOWN, problem or "job state unreadable"))
     return results
 
 
@@ -201,13 +261,51 @@ def emit(results: list[Result]) -> None:
 
 
 def _client(url: str | None):
+    """A pinged Redis client, or Unreadable naming what is missing and the fix."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import redis
+
+    from include.runtime.config import REDIS_CONN_ID
+    from include.runtime.redis_cache import RedisCache, database
+
     if url:
-        import redis
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port or 6379}"
+        try:
+            db = database("--redis-url", parts.path, (parse_qs(parts.query).get("db") or [None])[0])
+        except Exception as exc:
+            raise Unreadable(str(exc)) from exc
+        client, fix = redis.from_url(url), "start Redis or fix --redis-url"
+    else:
+        from airflow.exceptions import AirflowNotFoundException
 
-        return redis.from_url(url)
-    from include.runtime.redis_cache import RedisCache
+        try:
+            cache = RedisCache()
+            client = cache.client  # pings (with retries) and fails naming the connection
+        except AirflowNotFoundException as exc:
+            raise Unreadable(f"no Redis connection {REDIS_CONN_ID!r}: set AIRFLOW_CONN_"
+                             f"{REDIS_CONN_ID.upper()}=redis://host:6379/<db> or pass --redis-url") from exc
+        except Exception as exc:
+            raise Unreadable(f"cannot read Redis: {str(exc).splitlines()[0]}") from exc
+        return client
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        raise Unreadable(f"cannot read Redis at {where} db {db}: {type(exc).__name__}: {exc}; {fix}") from exc
+    return client
 
-    return RedisCache().client
+
+def _quiet(debug: bool) -> None:
+    """Airflow logs every failed metadata lookup with a traceback: silence it unless --debug."""
+    import airflow  # noqa: F401  (configures Airflow's logging, which would reset levels set earlier)
+
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+        return
+    for name in ("airflow", "sqlalchemy", "include"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,13 +314,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emit", action="store_true", help="also send the results as StatsD gauges")
     parser.add_argument("--no-count", action="store_true", help="skip counting the week's keys (a SCAN)")
     parser.add_argument("--redis-url", help="redis://host:port/db instead of the redis_default connection")
+    parser.add_argument("--debug", action="store_true", help="show Airflow's log output and tracebacks on stderr")
     args = parser.parse_args(argv)
-    try:
-        client = _client(args.redis_url)
-        client.ping()
-        results = run_checks(client, count_keys=not args.no_count)
-    except Exception as exc:  # a monitor must get UNKNOWN, not a traceback
-        results = [Result("redis", UNKNOWN, f"cannot read Redis: {type(exc).__name__}: {exc}")]
+    results: list[Result] = []
+    try:  # a monitor must get UNKNOWN with a hint, not a traceback
+        _quiet(args.debug)
+        try:
+            client = _client(args.redis_url)
+        except Unreadable as exc:
+            if args.debug:
+                traceback.print_exc()
+            client = None
+            results.append(Result("redis", UNKNOWN, str(exc)))
+        results += run_checks(client, count_keys=not args.no_count)
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        results.append(Result("health", UNKNOWN, f"health check failed: {type(exc).__name__}: "
+                                                 f"{str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug)"))
     code = max(r.status for r in results)
     if args.emit and code != UNKNOWN:
         emit(results)

@@ -47,7 +47,7 @@ def _check_server() -> None:
     try:
         conn = BaseHook.get_connection(SOURCE_CONN_ID)
     except AirflowNotFoundException:
-        _refuse(f"no Airflow connection {SOURCE_CONN_ID!r}: set {ENV_VAR}='postgres://user:pass@host:5432/orders' "
+        _refuse(f"no Airflow connection {SOURCE_CONN_ID!r}: set {ENV_VAR}='postgres://{{user}}:{{password}}@host:5432/orders' "
                 f"(or add the connection {SOURCE_CONN_ID!r} to Airflow) for the scratch database to load")
     host, port = conn.host or "127.0.0.1", conn.port or DEFAULT_PORTS.get(conn.conn_type, 5432)
     try:

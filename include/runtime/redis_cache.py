@@ -6,6 +6,10 @@ failover of a few seconds goes unnoticed; SET is idempotent, so a resent chunk i
 A cache that still does not answer when a task first reaches it fails the run at once
 (AirflowFailException naming the connection). A connection lost later, mid-write, is
 raised as is: Airflow retries the task, and the retry overwrites the same keys.
+
+The database is the `db` extra (RedisHook reads only that) or, as in any Redis URL, the path:
+`redis://host:6379/11` writes to db 11, never silently to db 0; a path and an extra that disagree,
+or a path that is no number, fail the run.
 """
 from __future__ import annotations
 
@@ -19,6 +23,32 @@ from include.runtime.config import REDIS_CONN_ID
 log = logging.getLogger(__name__)
 
 RETRIES = 5  # client-side, over ~5 s: 0.2, 0.4, 0.8, 1.6, 2 s
+
+
+def database(name: str, path: str | None, extra_db: Any = None) -> int:
+    """The Redis database a connection or URL `name` means: its `db` extra (or ?db= query), else
+    the number in its URL path, else 0. redis-py's from_url ignores a bad path and lets ?db= win
+    silently; here both are errors, since either would write a run somewhere unintended."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    path = (path or "").strip("/")
+    if path and not path.isdigit():
+        raise AirflowFailException(
+            f"Redis connection {name!r} has the URL path /{path}, expected a database number: write "
+            "redis://host:6379/<db> (e.g. /11), or drop the path and set the `db` extra.")
+    if extra_db in (None, ""):
+        return int(path) if path else 0
+    try:
+        extra = int(extra_db)
+    except (TypeError, ValueError):
+        raise AirflowFailException(
+            f"Redis connection {name!r} has the `db` extra {extra_db!r}, expected a database number: "
+            "fix the ?db= value or the extra.") from None
+    if path and int(path) != extra:
+        raise AirflowFailException(
+            f"Redis connection {name!r} names two databases: /{path} in its URL path and db={extra} in "
+            f"its `db` extra (?db=): keep one, e.g. redis://host:6379/{path} without ?db=, or make them equal.")
+    return extra
 
 
 class RedisCache:
@@ -38,6 +68,15 @@ class RedisCache:
 
         hook = RedisHook(redis_conn_id=self.conn_id)
         client = hook.get_conn()
+        db = database(self.conn_id, hook.get_connection(self.conn_id).schema, hook.db)
+        if db != (hook.db or 0):  # named by the URL path only: the hook built the client for db 0
+            if hook.cluster:
+                raise AirflowFailException(
+                    f"Redis connection {self.conn_id!r} names database {db}, but Redis in cluster mode only "
+                    "has database 0: drop the path from the connection URL.")
+            client.connection_pool.connection_kwargs["db"] = db  # before the pool opens any connection
+            hook.db = db
+        log.info("Redis connection %r writes to %s:%s db %s", self.conn_id, hook.host, hook.port or 6379, db)
         client.set_retry(Retry(ExponentialBackoff(cap=2.0, base=0.1), RETRIES))
         try:
             client.ping()

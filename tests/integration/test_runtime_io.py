@@ -15,7 +15,9 @@ from include.runtime.schema import migrate
 def _recs(week: str, customers: range, ranks: int = 3) -> pd.DataFrame:
     return pd.DataFrame([
         {"CustomerID": c, "Week": week, "ProductID": 100 + r, "Rank": r, "Score": 1.0 / r,
-         "Source": "repeat", "GeneratedAt": pd.Timestamp("2025-11-10 06:00")}
+         "Source": "repeat", "GeneratedAt": pd.Timestamp("2025-11-10 06:00"), "ProductName": f"Product {r}",
+         "Category": "Tea", "PredictedQuantity": None, "LastPurchased": None, "PurchaseFrequencyDays": None,
+         "ExpiresAt": pd.Timestamp("2025-11-18 06:00")}
         for c in customers for r in range(1, ranks + 1)])
 
 

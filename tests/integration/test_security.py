@@ -166,7 +166,7 @@ def test_injected_names_are_written_and_passwords_never_leak(dag_runner, databas
 
         # the passwords appear in no output, task log or XCom value (`dags test` prints the task logs)
         output = out.stdout + out.stderr
-        assert "weekly_recs shard 2/2 done" in output and "weekly_recs published" in output
+        assert "weekly_recs shard 2/2 published" in output and "weekly_recs published" in output
         logs = [p for p in (airflow_home / "logs").rglob("*") if p.is_file()]
         for secret in (REDIS_SECRET, pg_secret):
             assert secret not in output

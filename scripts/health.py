@@ -249,15 +249,18 @@ def emit(results: list[Result]) -> None:
     from include.runtime import metrics
 
     worst: dict[str, int] = {}
-    for r in results:
+    for r in results:  # a check it could not perform sends nothing: its gauge goes stale, not "ok"
         base = r.check.split(":")[0]
         worst[base] = max(worst.get(base, OK), r.status)
+        if r.status == UNKNOWN:
+            continue
         if base == "metadata_age" and r.value is not None:
             metrics.data_age(r.check.split(":")[1], r.value)
         if r.check == "week_customers" and r.value is not None:
             metrics.quality("weekly_recs", "customers_cached", r.value)
     for base, status in worst.items():
-        metrics.health(base, status == OK)
+        if base in HEALTH_CHECKS and status != UNKNOWN:
+            metrics.health(base, status == OK)
 
 
 def _client(url: str | None):
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(Result("health", UNKNOWN, f"health check failed: {type(exc).__name__}: "
                                                  f"{str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug)"))
     code = max(r.status for r in results)
-    if args.emit and code != UNKNOWN:
+    if args.emit:
         emit(results)
     if args.json:
         print(json.dumps({"status": STATUS[code], "exit_code": code, "checks": [r.to_dict() for r in results]}))

@@ -132,3 +132,60 @@ def test_cli_exit_codes_json_and_emitted_gauges(redis_server, redis_client):
     out = subprocess.run([sys.executable, "-m", "scripts.health", "--redis-url", "redis://127.0.0.1:1/0"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == health.UNKNOWN and "cannot read Redis" in out.stdout
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bare_cli(*args, home, env=None):
+    """The CLI as a user runs it in a fresh, not migrated AIRFLOW_HOME: no job state Variables, no
+    Redis connection, no metadata database settings inherited from this test session."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW_VAR_", "AIRFLOW_CONN_", "AIRFLOW__DATABASE__"))}
+    return subprocess.run([sys.executable, "-m", "scripts.health", *args], capture_output=True, text=True,
+                          env={**base, **_key_env(), "AIRFLOW_HOME": str(home), **(env or {})}, timeout=120)
+
+
+def _unknown_lines(out) -> dict[str, str]:
+    assert out.returncode == health.UNKNOWN, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "overall: UNKNOWN"
+    return {line.split()[1]: line for line in out.stdout.splitlines() if line.startswith("UNKNOWN")}
+
+
+def test_cli_empty_airflow_home_is_unknown_not_ok(redis_server, redis_client, tmp_path):
+    _plant(redis_client)
+    out = _bare_cli("--redis-url", redis_server.url, "--no-count", home=tmp_path / "airflow")
+    lines = _unknown_lines(out)
+    assert "has no tables: run `airflow db migrate`" in lines["job_state"]
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in lines["job_state"]
+    assert all(f"consecutive_failures:{job}" in lines for job in health.JOBS)
+    assert not [line for line in out.stdout.splitlines() if line.startswith("OK") and "consecutive" in line]
+    assert len(out.stdout.splitlines()) < 30 and not out.stderr.strip(), out.stdout + out.stderr
+
+    debug = _bare_cli("--redis-url", redis_server.url, "--no-count", "--debug", home=tmp_path / "airflow")
+    assert debug.returncode == health.UNKNOWN and "Traceback" in debug.stdout + debug.stderr
+
+
+def test_cli_unreachable_redis_is_unknown(tmp_path):
+    port = _closed_port()
+    out = _bare_cli("--redis-url", f"redis://127.0.0.1:{port}/0", home=tmp_path / "airflow")
+    assert f"cannot read Redis at 127.0.0.1:{port} db 0" in _unknown_lines(out)["redis"]
+    assert "start Redis or fix --redis-url" in _unknown_lines(out)["redis"]
+
+
+def test_cli_missing_redis_connection_is_unknown(tmp_path):
+    out = _bare_cli(home=tmp_path / "airflow")
+    line = _unknown_lines(out)["redis"]
+    assert "no Redis connection 'redis_default'" in line and "AIRFLOW_CONN_REDIS_DEFAULT=" in line
+    assert "--redis-url" in line
+
+
+def test_cli_redis_url_path_is_the_database(redis_server, tmp_path):
+    out = _bare_cli("--redis-url", redis_server.url.rsplit("/", 1)[0] + "/3?db=4", home=tmp_path / "airflow")
+    assert "/3 in its URL path and db=4" in _unknown_lines(out)["redis"]

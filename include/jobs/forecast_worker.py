@@ -23,7 +23,6 @@ from include.runtime import artifacts, config, dead_letters, metrics, source_qua
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
 from include.runtime.progress import Progress, log_summary
-from include.runtime.redis_cache import RedisCache
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +81,7 @@ def plan(run: ForecastRun) -> list[dict[str, int]]:
         eligible = eligible.iloc[:run.limit]
     cutoff = ({"cutoff_orders": int(eligible["orders"].iloc[-1]), "cutoff_product": int(eligible["product_id"].iloc[-1])}
               if run.limit is not None and len(eligible) else {"cutoff_orders": 0, "cutoff_product": 0})
-    shards = [{**s, **cutoff} for s in shard_plan(len(eligible), run.shard_count)]
-    if run.product_ids is not None:
-        shards = [s for s in shards if run.requested(s["shard"], s["of"])]
+    shards = run.shards_to_run([{**s, **cutoff} for s in shard_plan(len(eligible), run.shard_count)])
     log.info("as_of %s: %d forecastable products, %d shards to run", run.as_of, len(eligible), len(shards))
     return shards
 
@@ -223,12 +220,9 @@ def validate(run: ForecastRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
 def publish(run: ForecastRun, descriptor: dict[str, int]) -> dict[str, Any]:
     """Write one shard's staged forecast keys (after validation passed). A requested product that
     got no forecast this time loses its old key. Nothing on a dry run."""
-    shard, of = descriptor["shard"], descriptor["of"]
-    if run.dry_run:
-        return {"shard": shard, "of": of, "keys_written": 0, "keys_removed": 0}
     key = config.get("FORECAST_KEY")
-    return publication.publish_documents(JOB, run.run_key, shard, of, run.cache_ttl,
-                                         requested_keys=[key.format(product_id=p) for p in run.requested(shard, of)])
+    return publication.publish_documents(JOB, run, descriptor["shard"], descriptor["of"], run.cache_ttl,
+                                         lambda product_id: key.format(product_id=product_id))
 
 
 def finalize(run: ForecastRun, summary: dict[str, Any], published: list[dict[str, Any]],
@@ -246,15 +240,7 @@ def finalize(run: ForecastRun, summary: dict[str, Any], published: list[dict[str
                 "keys_written": sum(p.get("keys_written", 0) for p in published),
                 "keys_removed": sum(p.get("keys_removed", 0) for p in published),
                 "bad_source_rows": source_quality.run_counts(summary), "dry_run": run.dry_run}
-    if not run.dry_run and run.product_ids is None:
-        cache, key = RedisCache(), config.get("FORECAST_METADATA_KEY")
-        try:
-            if publication.not_older(cache, key, "as_of_date", run.as_of.isoformat()):
-                cache.set_json(key, metadata, ttl=run.cache_ttl)
-            else:
-                log.info("%s holds a newer as_of than %s: left as it is", key, run.as_of)
-        finally:
-            cache.close()
+    publication.write_metadata(run, config.get("FORECAST_METADATA_KEY"), metadata, run.cache_ttl)
     staging.discard(JOB, run.run_key)
     if accuracy is not None:
         metrics.quality(JOB, "forecast_accuracy_estimate", accuracy)

@@ -26,7 +26,6 @@ from include.runtime import config, dead_letters, metrics, source_quality, stagi
 from include.runtime.config import RESULTS_CONN_ID, SOURCE_CONN_ID
 from include.runtime.database import Database
 from include.runtime.progress import Progress, log_summary
-from include.runtime.redis_cache import RedisCache
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +112,7 @@ def plan(run: InsightsRun) -> list[dict[str, int]]:
     with Database(SOURCE_CONN_ID) as db:
         counts = db.frame("order_insights_users", run.query_params())
     users, orders = int(counts["users"].iloc[0]), int(counts["orders"].iloc[0])
-    shards = shard_plan(users, run.shard_count)
-    if run.user_ids is not None:
-        shards = [s for s in shards if run.requested(s["shard"], s["of"])]
+    shards = run.shards_to_run(shard_plan(users, run.shard_count))
     log.info("as_of %s: %d active users with >= %d orders in the last %d days (%d orders) in %d shards%s",
              run.as_of, users, run.min_orders, run.days, orders, len(shards),
              f" holding the {len(run.user_ids)} requested users" if run.user_ids is not None else "")
@@ -248,11 +245,9 @@ def validate(run: InsightsRun, stats: list[dict[str, Any]]) -> dict[str, Any]:
 def publish_shard(run: InsightsRun, shard: int, of: int) -> dict[str, Any]:
     """SET the shard's staged digests (only after validation passed); a run for `user_ids` also
     unlinks the keys of its requested users that got no digest. Nothing on a dry run."""
-    if run.dry_run:
-        return {"shard": shard, "of": of, "keys_written": 0, "keys_removed": 0}
     key = config.get("INSIGHTS_KEY")
-    return publication.publish_documents(JOB, run.run_key, shard, of, run.cache_ttl,
-                                         requested_keys=[key.format(customer_id=c) for c in run.requested(shard, of)])
+    return publication.publish_documents(JOB, run, shard, of, run.cache_ttl,
+                                         lambda customer_id: key.format(customer_id=customer_id))
 
 
 def finalize(run: InsightsRun, summary: dict[str, Any], published: list[dict[str, Any]],
@@ -274,16 +269,7 @@ def finalize(run: InsightsRun, summary: dict[str, Any], published: list[dict[str
     for name in ("llm_requests", "llm_rate_limits"):
         if name in summary:
             metadata[name] = summary[name]
-    if not run.dry_run and run.user_ids is None:
-        key = config.get("INSIGHTS_METADATA_KEY")
-        cache = RedisCache()
-        try:
-            if publication.not_older(cache, key, "as_of_date", run.as_of.isoformat()):
-                cache.set_json(key, metadata, ttl=run.cache_ttl)
-            else:
-                log.info("%s holds a later as_of_date than %s: left as it is", key, run.as_of)
-        finally:
-            cache.close()
+    publication.write_metadata(run, config.get("INSIGHTS_METADATA_KEY"), metadata, run.cache_ttl)
     staging.discard(JOB, run.run_key)
     metrics.quality(JOB, "coverage", summary.get("successful", 0) / users if users else 1.0)
     metrics.job_run(JOB, "success", elapsed, users)

@@ -9,7 +9,7 @@ their shard's new values are in. Run pointers and metadata never move back to an
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable
 
 from include.runtime import config, staging
 from include.runtime.progress import log_summary
@@ -24,11 +24,15 @@ def stage_documents(job: str, run_key: str, shard: int, of: int, pairs: list[tup
     return len(pairs)
 
 
-def publish_documents(job: str, run_key: str, shard: int, of: int, ttl: int | None,
-                      requested_keys: Iterable[str] = ()) -> dict[str, Any]:
-    """SET the shard's staged documents with `ttl`; then unlink `requested_keys` (the keys of ids a
-    run was asked for) that got no new document. Idempotent: a retry writes the same values."""
-    frame = staging.load(job, run_key, shard, of)
+def publish_documents(job: str, run, shard: int, of: int, ttl: int | None,
+                      key_of: Callable[[int], str]) -> dict[str, Any]:
+    """SET the shard's staged documents with `ttl`; then unlink the keys (`key_of(id)`) of the ids
+    the run was asked for in this shard that got no new document. Nothing on a dry run.
+    Idempotent: a retry writes the same values."""
+    if run.dry_run:
+        return {"shard": shard, "of": of, "keys_written": 0, "keys_removed": 0}
+    requested_keys = [key_of(i) for i in run.requested(shard, of)]
+    frame = staging.load(job, run.run_key, shard, of)
     keys = frame["key"].tolist()
     cache = RedisCache(chunk_size=config.get_int("REDIS_CHUNK_SIZE"))
     try:
@@ -40,6 +44,22 @@ def publish_documents(job: str, run_key: str, shard: int, of: int, ttl: int | No
     stats = {"shard": shard, "of": of, "keys_written": written, "keys_removed": removed}
     log_summary(f"{job} shard {shard + 1}/{of} published", stats)
     return stats
+
+
+def write_metadata(run, key: str, metadata: dict[str, Any], ttl: int | None) -> bool:
+    """Write a run's metadata key: only for a run of every entity, not a dry run, and never over the
+    metadata of a later as_of_date; whether it was written."""
+    if run.dry_run or run.ids is not None:
+        return False
+    cache = RedisCache()
+    try:
+        if not not_older(cache, key, "as_of_date", run.as_of.isoformat()):
+            log.info("%s holds a later as_of_date than %s: left as it is", key, run.as_of)
+            return False
+        cache.set_json(key, metadata, ttl=ttl)
+        return True
+    finally:
+        cache.close()
 
 
 def not_older(cache: RedisCache, key: str, field: str | None, value: str) -> bool:

@@ -41,10 +41,18 @@ class RunSettings:
 
     IDS: str | None = None
 
+    @property
+    def ids(self) -> list[int] | None:
+        """The requested entity ids; None: a run of every entity."""
+        return getattr(self, self.IDS) if self.IDS else None
+
     def requested(self, shard: int, of: int) -> list[int]:
         """The run's requested ids in shard `shard` of `of` (an entity's shard is id % of)."""
-        ids = getattr(self, self.IDS) if self.IDS else None
-        return [i for i in ids or () if i % of == shard]
+        return [i for i in self.ids or () if i % of == shard]
+
+    def shards_to_run(self, shards: list[dict[str, int]]) -> list[dict[str, int]]:
+        """All shards, or for a run of some ids only those holding one."""
+        return shards if self.ids is None else [s for s in shards if self.requested(s["shard"], s["of"])]
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict

@@ -91,9 +91,7 @@ def plan(run: RecsRun) -> list[dict[str, int]]:
     if run.limit is not None:
         active = active.iloc[:run.limit]
     max_customer = int(active["customer_id"].iloc[-1]) if run.limit is not None and len(active) else _NO_LIMIT
-    shards = [{**s, "max_customer": max_customer} for s in shard_plan(len(active), run.shard_count)]
-    if run.user_ids is not None:  # only the shards holding a requested customer
-        shards = [s for s in shards if run.requested(s["shard"], s["of"])]
+    shards = run.shards_to_run([{**s, "max_customer": max_customer} for s in shard_plan(len(active), run.shard_count)])
     log.info("as_of %s (%s): %d active customers in %d shards", run.as_of, run.week, len(active), len(shards))
     return shards
 
